@@ -1,0 +1,205 @@
+//! A loaded bundle ready to classify: tract's optimised plan, built once and reused per frame.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::DynamicImage;
+use serde::Serialize;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+
+use crate::bundle::{Bundle, BundleError, ContractError, Metadata};
+use crate::preprocess::{self, PreprocessError};
+
+type Plan = Arc<TypedRunnableModel>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("tract cannot prepare model {path}: {message}")]
+    Prepare { path: PathBuf, message: String },
+    #[error("inference failed on model {path}: {message}")]
+    Infer { path: PathBuf, message: String },
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+}
+
+/// Options for [`Classifier::load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Threads tract's matrix products may use; 1 runs everything on the calling thread.
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 1 }
+    }
+}
+
+/// One class of a prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored<'a> {
+    pub index: usize,
+    pub label: &'a str,
+    pub probability: f32,
+}
+
+/// Class probabilities for one image, in label order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub probabilities: Vec<f32>,
+}
+
+impl Prediction {
+    pub fn from_logits(logits: &[f32]) -> Self {
+        Prediction {
+            probabilities: softmax(logits),
+        }
+    }
+
+    /// The `k` most probable classes, most probable first; ties keep label order.
+    pub fn top_k<'a>(&self, labels: &'a [String], k: usize) -> Vec<Scored<'a>> {
+        let mut order: Vec<usize> = (0..self.probabilities.len()).collect();
+        order.sort_by(|&a, &b| self.probabilities[b].total_cmp(&self.probabilities[a]).then(a.cmp(&b)));
+        order
+            .into_iter()
+            .take(k)
+            .map(|index| Scored {
+                index,
+                label: labels.get(index).map(String::as_str).unwrap_or("?"),
+                probability: self.probabilities[index],
+            })
+            .collect()
+    }
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// A Kestrel bundle loaded into tract.
+pub struct Classifier {
+    path: PathBuf,
+    metadata: Metadata,
+    plan: Plan,
+    input_shape: [usize; 4],
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("path", &self.path)
+            .field("input_shape", &self.input_shape)
+            .field("classes", &self.metadata.labels.len())
+            .finish()
+    }
+}
+
+impl Classifier {
+    /// Load, validate and optimise the bundle at `path`.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, ClassifierError> {
+        let bundle = Bundle::read(path)?;
+        Self::from_bundle(bundle, path, options)
+    }
+
+    pub fn from_bundle(bundle: Bundle, path: &Path, options: &LoadOptions) -> Result<Self, ClassifierError> {
+        let prepare = |e: TractError| ClassifierError::Prepare {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let input_shape = bundle.metadata.preprocess.batch_shape(1);
+        let model = tract_onnx::onnx()
+            .model_for_proto_model(&bundle.proto)
+            .map_err(prepare)?
+            .with_input_fact(0, f32::fact(input_shape).into())
+            .map_err(prepare)?
+            .into_optimized()
+            .map_err(prepare)?;
+        let output_fact = model.output_fact(0).map_err(prepare)?;
+        let outputs = output_fact
+            .shape
+            .as_concrete()
+            .and_then(|s| s.last().copied())
+            .unwrap_or(0);
+        if outputs != bundle.metadata.labels.len() {
+            return Err(BundleError::Contract {
+                path: path.to_path_buf(),
+                source: ContractError::LabelCount {
+                    labels: bundle.metadata.labels.len(),
+                    outputs,
+                },
+            }
+            .into());
+        }
+        let executor = (options.threads > 1).then(|| tract_linalg::multithread::Executor::multithread(options.threads));
+        let run_options = RunOptions {
+            executor,
+            ..RunOptions::default()
+        };
+        let plan = model.into_runnable_with_options(&run_options).map_err(prepare)?;
+        Ok(Classifier {
+            path: path.to_path_buf(),
+            metadata: bundle.metadata,
+            plan,
+            input_shape,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.metadata.labels
+    }
+
+    /// Logits for one preprocessed image (C·H·W, as [`preprocess`](crate::preprocess) makes it).
+    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, ClassifierError> {
+        let infer = |e: TractError| ClassifierError::Infer {
+            path: self.path.clone(),
+            message: format!("{e:#}"),
+        };
+        let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
+        let outputs = self.plan.run(tvec!(tensor.into())).map_err(infer)?;
+        let logits = outputs[0].to_plain_array_view::<f32>().map_err(infer)?;
+        Ok(logits.iter().copied().collect())
+    }
+
+    /// Preprocess per the bundle's spec, infer, softmax.
+    pub fn classify(&self, image: &DynamicImage) -> Result<Prediction, ClassifierError> {
+        let input = preprocess::preprocess(image, &self.metadata.preprocess)?;
+        Ok(Prediction::from_logits(&self.logits(&input)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_logits() {
+        let p = softmax(&[1000.0, 1000.0, -1000.0]);
+        assert!((p[0] - 0.5).abs() < 1e-6 && (p[1] - 0.5).abs() < 1e-6 && p[2] == 0.0);
+    }
+
+    #[test]
+    fn top_k_orders_by_probability_then_index() {
+        let labels: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let p = Prediction {
+            probabilities: vec![0.1, 0.4, 0.1, 0.4],
+        };
+        let top: Vec<_> = p.top_k(&labels, 3).iter().map(|s| s.label).collect();
+        assert_eq!(top, ["b", "d", "a"]);
+        assert_eq!(p.top_k(&labels, 10).len(), 4);
+    }
+}

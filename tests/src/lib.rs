@@ -1,0 +1,41 @@
+//! Helpers for Kestrel's end-to-end tests: real models, real files, temp dirs.
+
+use std::path::{Path, PathBuf};
+
+use kestrel_runtime::bundle::Metadata;
+use kestrel_trainer::backend::Backend;
+use kestrel_trainer::efficientnet::EfficientNet;
+use kestrel_trainer::export;
+use kestrel_trainer::pretrained;
+
+/// The repository root (the workspace manifest's directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The ImageNet bundle that ships in `models/`.
+pub fn shipped_imagenet_bundle() -> PathBuf {
+    repo_root().join("models/efficientnet-lite0-imagenet.onnx")
+}
+
+/// Metadata for a small `classes`-way model at `size`×`size`, labels `class0`, `class1`, ….
+pub fn small_metadata(classes: usize, size: u32) -> Metadata {
+    let labels = (0..classes).map(|i| format!("class{i}")).collect();
+    let mut m = pretrained::imagenet_metadata(labels, size);
+    m.model_card.notes = Some("test fixture: random weights".into());
+    m
+}
+
+/// Export an untrained Lite0 with `classes` outputs at `size` px into `dir`; returns the path.
+pub fn export_small_bundle(dir: &Path, name: &str, classes: usize, size: u32) -> anyhow::Result<PathBuf> {
+    let device = Backend::Flex.device();
+    let model = EfficientNet::lite0(&device).with_classes(classes, &device);
+    let metadata = small_metadata(classes, size);
+    let path = dir.join(name);
+    let proto = export::model_proto(&model, size as usize, size as usize)?;
+    kestrel_runtime::Bundle::write(proto, &metadata, &path)?;
+    Ok(path)
+}

@@ -1,0 +1,74 @@
+//! The ImageNet model bundle that ships with Kestrel, built from the pretrained checkpoint.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use kestrel_runtime::bundle::{Metadata, ModelCard};
+use kestrel_runtime::{PreprocessSpec, load_image, preprocess};
+
+use crate::{assets, efficientnet::EfficientNet, export, imagenet, weights};
+
+/// Input size of the shipped ImageNet bundle.
+pub const IMAGENET_SIZE: u32 = 224;
+/// Burn and tract must agree this closely on the exported float graph.
+pub const PARITY_TOLERANCE: f32 = 1e-3;
+/// Photos the export is checked on.
+pub const CHECK_PHOTOS: [&str; 2] = ["chelsea.png", "coffee.png"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainedError {
+    #[error(transparent)]
+    Asset(#[from] assets::MissingAsset),
+    #[error(transparent)]
+    Weights(#[from] weights::WeightsError),
+    #[error(transparent)]
+    Labels(#[from] imagenet::LabelsError),
+    #[error(transparent)]
+    Decode(#[from] kestrel_runtime::DecodeError),
+    #[error(transparent)]
+    Preprocess(#[from] kestrel_runtime::preprocess::PreprocessError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+}
+
+/// The metadata of the ImageNet bundle.
+pub fn imagenet_metadata(labels: Vec<String>, size: u32) -> Metadata {
+    Metadata {
+        model_card: ModelCard {
+            backbone: "efficientnet-lite0".into(),
+            weights_source: assets::LITE0_WEIGHTS_SOURCE.into(),
+            classes: labels.len(),
+            metrics: Default::default(),
+            precision: "float32".into(),
+            tool: format!("kestrel-train {}", kestrel_runtime::VERSION),
+            notes: Some("ImageNet-1k classifier, pretrained weights as published; logits output".into()),
+        },
+        labels,
+        preprocess: PreprocessSpec::efficientnet_lite(size),
+    }
+}
+
+/// EfficientNet-Lite0 with ImageNet weights and its bundle metadata, from the asset cache.
+pub fn load_imagenet(device: &Device, size: u32) -> Result<(EfficientNet, Metadata), PretrainedError> {
+    let model = weights::load_lite0_imagenet(&assets::path(assets::LITE0_WEIGHTS)?, device)?;
+    let labels = imagenet::labels(
+        &assets::path(assets::IMAGENET_SYNSETS)?,
+        &assets::path(assets::IMAGENET_LEMMAS)?,
+    )?;
+    Ok((model, imagenet_metadata(labels, size)))
+}
+
+/// The sample photos, preprocessed per `spec`: the batch an export is checked on.
+pub fn check_batch(spec: &PreprocessSpec) -> Result<Vec<Vec<f32>>, PretrainedError> {
+    CHECK_PHOTOS
+        .iter()
+        .map(|name| Ok(preprocess(&load_image(&assets::sample(name)?)?, spec)?))
+        .collect()
+}
+
+/// Build the ImageNet bundle at `out`; returns the Burn↔tract max |Δlogit|.
+pub fn export_imagenet(out: &Path, device: &Device, size: u32) -> Result<f32, PretrainedError> {
+    let (model, metadata) = load_imagenet(device, size)?;
+    let batch = check_batch(&metadata.preprocess)?;
+    Ok(export::export_bundle(&model, &metadata, out, &batch, PARITY_TOLERANCE)?)
+}
