@@ -170,11 +170,20 @@ impl PreprocessSpec {
 /// `image` crate decodes is accepted: grey is replicated, alpha dropped, 16-bit and float scaled
 /// to 0..=255.
 pub fn resize_to_input(image: &DynamicImage, spec: &PreprocessSpec) -> Result<RgbImage, PreprocessError> {
+    resize_region(image, spec.source_region(image.width(), image.height()), spec)
+}
+
+/// Crop `region` (x, y, width, height) and resize it to the input size with the spec's filter.
+/// [`resize_to_input`] with the policy's region; the trainer's random crops pass their own.
+pub fn resize_region(
+    image: &DynamicImage,
+    (x, y, cw, ch): (u32, u32, u32, u32),
+    spec: &PreprocessSpec,
+) -> Result<RgbImage, PreprocessError> {
     let (w, h) = (image.width(), image.height());
-    if w == 0 || h == 0 {
+    if w == 0 || h == 0 || cw == 0 || ch == 0 {
         return Err(PreprocessError::EmptyImage { width: w, height: h });
     }
-    let (x, y, cw, ch) = spec.source_region(w, h);
     let region = image.crop_imm(x, y, cw, ch).to_rgb8();
     if region.dimensions() == (spec.width, spec.height) {
         return Ok(region);

@@ -1,15 +1,27 @@
-//! Kestrel's trainer: EfficientNet-Lite0 in Burn, ImageNet weights, and export to Kestrel model
-//! bundles that the runtime (`kestrel_runtime`) loads. Preprocessing is the runtime's: this crate
-//! never resizes or normalises an image itself.
+//! Kestrel's trainer: EfficientNet-Lite0 in Burn, ImageNet weights, transfer learning on a
+//! folder of photos, and export to Kestrel model bundles that the runtime (`kestrel_runtime`)
+//! loads. Preprocessing is the runtime's: this crate never resizes or normalises an image for
+//! the model itself.
 
 pub mod assets;
+pub mod augment;
 pub mod backend;
 pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod dataset;
 pub mod efficientnet;
+pub mod evaluate;
 pub mod export;
+pub mod fit;
 pub mod imagenet;
+pub mod images;
+pub mod metrics;
 pub mod onnx_graph;
 pub mod pretrained;
+pub mod progress;
+pub mod report;
+pub mod sample_data;
 pub mod weights;
 
 pub use efficientnet::EfficientNet;

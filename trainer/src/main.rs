@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kestrel_trainer::backend::Backend;
-use kestrel_trainer::pretrained;
+use kestrel_trainer::config::{ClassWeights, FitConfig, Monitor, OptimizerKind, Schedule};
+use kestrel_trainer::fit::{self, RunDir};
+use kestrel_trainer::progress::Progress;
+use kestrel_trainer::{assets, evaluate, pretrained, report};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +27,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune EfficientNet-Lite0 on a folder of labelled photos and export a checked bundle.
+    ///
+    /// DATA is photos/<class>/<image> (split 90/10 here, stratified, seeded) or
+    /// photos/{train,val}/<class>/<image>. Phase 1 trains a new head on the frozen ImageNet
+    /// backbone (its features are computed once); phase 2 fine-tunes the top blocks.
+    /// The run folder gets config.toml, checkpoints/, metrics.csv, model.onnx and report.html.
+    ///
+    /// Examples:
+    ///   kestrel-train fit --data photos/ --out runs/birds
+    ///   kestrel-train fit --config runs/birds/config.toml --resume
+    Fit(Box<FitArgs>),
+    /// Write a small labelled photo folder (3 classes) made from the sample photos, to try
+    /// `fit` on: kestrel-train sample-data --out photos && kestrel-train fit --data photos
+    SampleData {
+        #[arg(long, default_value = "photos")]
+        out: PathBuf,
+        /// Images per class.
+        #[arg(long, default_value_t = 40)]
+        per_class: usize,
+        /// Side of each square image in pixels.
+        #[arg(long, default_value_t = 160)]
+        size: u32,
+    },
+    /// Evaluate a bundle on DATA/<class>/<image> through the runtime: accuracy, per-class
+    /// precision/recall and the most-confused pairs.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Print the full evaluation as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export the pretrained ImageNet EfficientNet-Lite0 as a Kestrel bundle, checked in tract.
     ///
     /// Needs the assets from scripts/fetch-assets.sh. Prints the Burn↔tract max |Δlogit| on the
@@ -39,6 +76,124 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Flex)]
         backend: Backend,
     },
+}
+
+/// Flags mirror the keys of config.toml; a flag overrides the file.
+#[derive(clap::Args)]
+struct FitArgs {
+    /// Read settings from this TOML file (e.g. an earlier run's config.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (after a crash or Ctrl-C).
+    #[arg(long)]
+    resume: bool,
+    /// Folder of labelled photos.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Square input size in pixels (multiple of 32).
+    #[arg(long)]
+    image_size: Option<u32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Validation share when DATA is not pre-split.
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Phase 1 epochs (head only, frozen backbone); 0 skips the phase.
+    #[arg(long)]
+    head_epochs: Option<usize>,
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// Augmented views per image in the phase-1 feature cache.
+    #[arg(long)]
+    feature_views: Option<usize>,
+    /// Phase 2 epochs (fine-tuning); 0 skips the phase.
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    #[arg(long)]
+    finetune_lr: Option<f64>,
+    /// Blocks unfrozen in phase 2, from the top (0 = all).
+    #[arg(long)]
+    unfreeze_blocks: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<Schedule>,
+    #[arg(long, value_enum)]
+    class_weights: Option<ClassWeights>,
+    /// Clip the gradient norm (0 = off).
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    /// Metric for early stopping and the best checkpoint.
+    #[arg(long, value_enum)]
+    monitor: Option<Monitor>,
+    /// Epochs without improvement before a phase stops (0 = never).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Turn every augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// Threads for decoding (0 = all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+impl FitArgs {
+    /// Defaults, then the config file (or the run's own config.toml on --resume), then flags.
+    fn resolve(&self) -> anyhow::Result<FitConfig> {
+        let from_run = match (&self.config, self.resume, &self.out) {
+            (None, true, Some(out)) => Some(RunDir(out.clone()).config()),
+            _ => None,
+        };
+        let mut c = match self.config.as_ref().or(from_run.as_ref()) {
+            Some(path) => FitConfig::load(path)?,
+            None => FitConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { c.$field = v; } )* };
+        }
+        set!(
+            data,
+            out,
+            backend,
+            image_size,
+            batch_size,
+            seed,
+            val_fraction,
+            head_epochs,
+            head_lr,
+            feature_views
+        );
+        set!(
+            finetune_epochs,
+            finetune_lr,
+            unfreeze_blocks,
+            optimizer,
+            weight_decay,
+            dropout,
+            label_smoothing
+        );
+        set!(schedule, class_weights, grad_clip, monitor, workers);
+        if let Some(p) = self.patience {
+            c.early_stopping_patience = p;
+        }
+        if self.no_augment {
+            c.augment = kestrel_trainer::config::Augment::none();
+        }
+        Ok(c)
+    }
 }
 
 fn main() -> ExitCode {
@@ -67,6 +222,64 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Fit(args) => {
+            let config = args.resolve()?;
+            let run = RunDir(config.out.clone());
+            let fitted = fit::fit(&config, args.resume, &Progress::auto())?;
+            let (eval, parity) = report::finish(&run, &fitted, assets::LITE0_WEIGHTS_SOURCE)?;
+            println!(
+                "{} · val top-1 {:.1}% · top-{} {:.1}% ({} images, runtime) · Burn↔tract max |Δlogit| {parity:.1e}",
+                run.model().display(),
+                100.0 * eval.top1,
+                eval.k,
+                100.0 * eval.topk,
+                eval.images
+            );
+            if !fitted.skipped.is_empty() {
+                println!(
+                    "skipped {} unreadable files (listed in report.html)",
+                    fitted.skipped.len()
+                );
+            }
+            println!("report: {}", run.0.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SampleData { out, per_class, size } => {
+            let dirs = kestrel_trainer::sample_data::make_photo_folder(&out, per_class, size, 7)?;
+            println!(
+                "wrote {} classes × {per_class} images under {}",
+                dirs.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { model, data, json } => {
+            let (eval, skipped) = evaluate::evaluate_folder(&model, &data)
+                .with_context(|| format!("evaluating {} on {}", model.display(), data.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&eval)?);
+            } else {
+                println!(
+                    "{} images · top-1 {:.1}% · top-{} {:.1}% · loss {:.4} · {} skipped",
+                    eval.images,
+                    100.0 * eval.top1,
+                    eval.k,
+                    100.0 * eval.topk,
+                    eval.mean_loss,
+                    skipped.len()
+                );
+                for c in &eval.per_class {
+                    println!(
+                        "  {:<24} n={:<5} precision {:.3} recall {:.3} F1 {:.3}",
+                        c.class, c.support, c.precision, c.recall, c.f1
+                    );
+                }
+                for c in eval.most_confused.iter().take(5) {
+                    println!("  confused: {} → {} ×{}", c.truth, c.predicted, c.count);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ExportImagenet { out, size, backend } => {
             let diff = pretrained::export_imagenet(&out, &backend.device(), size)
                 .with_context(|| format!("exporting the ImageNet bundle to {}", out.display()))?;

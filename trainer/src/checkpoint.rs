@@ -1,0 +1,175 @@
+//! Training checkpoints: one file holding the run state (JSON), the model and the optimiser
+//! (Burn's burnpack format), written atomically (temp file + rename) so a killed run never
+//! leaves a half-written checkpoint under the final name.
+//!
+//! Layout: magic, then three length-prefixed (u64 LE) sections: state JSON, model, optimiser.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Bytes;
+use burn_store::{BurnpackStore, ModuleSnapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::efficientnet::EfficientNet;
+
+const MAGIC: &[u8; 16] = b"KESTREL-CKPT-v1\n";
+
+/// Which phase of transfer learning a checkpoint belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Head only, on cached features of the frozen backbone.
+    Head,
+    /// Backbone (partly) unfrozen.
+    Finetune,
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub phase: Phase,
+    /// 1-based within the phase.
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_top1: f64,
+    pub val_topk: f64,
+    pub images_per_second: f64,
+}
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub phase: Phase,
+    /// Epochs completed in `phase`.
+    pub epochs_done: usize,
+    /// Best monitored value so far in this phase (already oriented: lower is better).
+    pub best: Option<f64>,
+    pub epochs_without_improvement: usize,
+    /// Reduce-on-plateau multiplier of the phase's learning rate.
+    pub lr_scale: f64,
+    /// True once early stopping ended `phase`.
+    pub stopped_early: bool,
+    pub history: Vec<EpochRow>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read checkpoint {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is corrupt ({what}); delete it to start over, or resume from another")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("cannot write checkpoint {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: kestrel_runtime::BundleError,
+    },
+    #[error("cannot serialise {what} for checkpoint {path}: {message}")]
+    Serialise {
+        path: PathBuf,
+        what: &'static str,
+        message: String,
+    },
+}
+
+/// A checkpoint read back from disk.
+pub struct Checkpoint {
+    pub state: RunState,
+    pub model: EfficientNet,
+    pub optimizer_bytes: Vec<u8>,
+}
+
+/// Write a checkpoint atomically.
+pub fn save(
+    path: &Path,
+    state: &RunState,
+    model: &EfficientNet,
+    optimizer: Option<&ModuleOptimizer>,
+) -> Result<(), CheckpointError> {
+    let ser = |what, message: String| CheckpointError::Serialise {
+        path: path.to_path_buf(),
+        what,
+        message,
+    };
+    let json = serde_json::to_vec(state).map_err(|e| ser("state", e.to_string()))?;
+    let mut store = BurnpackStore::from_bytes(None);
+    model.save_into(&mut store).map_err(|e| ser("model", e.to_string()))?;
+    let model_bytes = store.get_bytes().map_err(|e| ser("model", e.to_string()))?;
+    let optim_bytes = match optimizer {
+        Some(o) => o.into_bytes().map_err(|e| ser("optimizer", e.to_string()))?.to_vec(),
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(MAGIC.len() + 24 + json.len() + model_bytes.len() + optim_bytes.len());
+    out.extend_from_slice(MAGIC);
+    for section in [&json[..], &model_bytes[..], &optim_bytes[..]] {
+        out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+        out.extend_from_slice(section);
+    }
+    kestrel_runtime::bundle::write_atomic(path, &out).map_err(|source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Read a checkpoint into `template` (an EfficientNet of the same shape on the target device).
+pub fn load(path: &Path, mut template: EfficientNet) -> Result<Checkpoint, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |what: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        what,
+    };
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| corrupt("not a Kestrel checkpoint".into()))?;
+    let mut sections = Vec::new();
+    let mut cursor = rest;
+    for name in ["state", "model", "optimizer"] {
+        let (len, tail) = cursor
+            .split_first_chunk::<8>()
+            .ok_or_else(|| corrupt(format!("{name} section truncated")))?;
+        let len = u64::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(corrupt(format!("{name} section truncated")));
+        }
+        let (section, tail) = tail.split_at(len);
+        sections.push(section);
+        cursor = tail;
+    }
+    let state: RunState = serde_json::from_slice(sections[0]).map_err(|e| corrupt(format!("state: {e}")))?;
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(sections[1].to_vec())));
+    template
+        .load_from(&mut store)
+        .map_err(|e| corrupt(format!("model: {e}")))?;
+    Ok(Checkpoint {
+        state,
+        model: template,
+        optimizer_bytes: sections[2].to_vec(),
+    })
+}
+
+/// Restore optimiser state saved by [`save`]; empty bytes leave `optimizer` fresh.
+pub fn restore_optimizer(
+    path: &Path,
+    optimizer: ModuleOptimizer,
+    bytes: &[u8],
+) -> Result<ModuleOptimizer, CheckpointError> {
+    if bytes.is_empty() {
+        return Ok(optimizer);
+    }
+    optimizer
+        .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("optimizer: {e}"),
+        })
+}

@@ -1,0 +1,81 @@
+//! `kestrel-train eval`: a bundle on a labelled folder, through the runtime.
+
+use std::path::{Path, PathBuf};
+
+use kestrel_runtime::{Classifier, LoadOptions};
+use rayon::prelude::*;
+
+use crate::dataset::{IMAGE_EXTENSIONS, Sample};
+use crate::images::{self, Skipped};
+use crate::metrics::{self, Evaluation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Classifier(#[from] kestrel_runtime::ClassifierError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("folder {path} is class `{class}`, which model {model} does not know (its classes: {known})")]
+    UnknownClass {
+        path: PathBuf,
+        class: String,
+        model: PathBuf,
+        known: String,
+    },
+    #[error("{path} holds no class folders with images")]
+    Empty { path: PathBuf },
+}
+
+/// Evaluate the bundle at `model` on `data/<class>/<image>`; class folders must be model labels.
+pub fn evaluate_folder(model: &Path, data: &Path) -> Result<(Evaluation, Vec<Skipped>), EvalError> {
+    let classifier = Classifier::load(model, &LoadOptions::default())?;
+    let labels = classifier.labels().to_vec();
+    let read = |p: &Path| {
+        std::fs::read_dir(p).map_err(|source| EvalError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let mut samples = Vec::new();
+    for entry in read(data)?.flatten() {
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let class = entry.file_name().to_string_lossy().into_owned();
+        let label = labels
+            .iter()
+            .position(|l| *l == class)
+            .ok_or_else(|| EvalError::UnknownClass {
+                path: dir.clone(),
+                class: class.clone(),
+                model: model.to_path_buf(),
+                known: labels.join(", "),
+            })?;
+        for file in read(&dir)?.flatten() {
+            let path = file.path();
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            if is_image {
+                samples.push(Sample { path, label });
+            }
+        }
+    }
+    samples.sort_by(|a, b| a.path.cmp(&b.path));
+    if samples.is_empty() {
+        return Err(EvalError::Empty {
+            path: data.to_path_buf(),
+        });
+    }
+    let set = images::preprocess_for_eval(&samples, &classifier.metadata().preprocess);
+    let len = classifier.metadata().preprocess.tensor_len();
+    let rows: Result<Vec<Vec<f32>>, _> = set.data.par_chunks(len).map(|x| classifier.logits(x)).collect();
+    let logits: Vec<f32> = rows?.into_iter().flatten().collect();
+    Ok((metrics::evaluate(&logits, &set.labels, &labels), set.skipped))
+}

@@ -1,0 +1,304 @@
+//! The end of a run: export the bundle, evaluate it through the runtime (the deployment code
+//! path, not Burn), and write what a person reads: `report.html` with the training curves and the
+//! confusion matrix (also as `curves.svg` and `confusion.svg`), `report.json` for scripts.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use kestrel_runtime::bundle::{Bundle, Metadata, ModelCard};
+use kestrel_runtime::{Classifier, LoadOptions};
+use serde::Serialize;
+
+use crate::checkpoint::{EpochRow, Phase};
+use crate::export::{self, ExportError};
+use crate::fit::{FitError, Fitted, RunDir};
+use crate::images::Skipped;
+use crate::metrics::{self, Evaluation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    #[error(transparent)]
+    Classifier(#[from] kestrel_runtime::ClassifierError),
+    #[error(transparent)]
+    Bundle(#[from] kestrel_runtime::BundleError),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    pub model: PathBuf,
+    pub classes: &'a [String],
+    pub train_images: usize,
+    pub val_images: usize,
+    /// Burn ↔ tract max |Δlogit| of the exported graph.
+    pub export_parity: f32,
+    /// Evaluation of the exported bundle in the runtime.
+    pub evaluation: &'a Evaluation,
+    pub history: &'a [EpochRow],
+    pub skipped: &'a [Skipped],
+}
+
+/// Export `fitted` into the run folder, evaluate it in the runtime and write the report files.
+/// Returns the runtime evaluation and the export parity.
+pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(Evaluation, f32), ReportError> {
+    let spec = &fitted.spec;
+    let classes = &fitted.dataset.classes;
+    let mut metadata = Metadata {
+        labels: classes.clone(),
+        preprocess: spec.clone(),
+        model_card: ModelCard {
+            backbone: "efficientnet-lite0".into(),
+            weights_source: format!("fine-tuned from {backbone_source}"),
+            classes: classes.len(),
+            metrics: Default::default(),
+            precision: "float32".into(),
+            tool: format!("kestrel-train {}", kestrel_runtime::VERSION),
+            notes: Some(format!(
+                "trained on {} ({} train / {} val images)",
+                fitted.dataset.root.display(),
+                fitted.dataset.train.len(),
+                fitted.dataset.val.len()
+            )),
+        },
+    };
+    let len = spec.tensor_len();
+    let check: Vec<Vec<f32>> = fitted.val.data.chunks(len).take(4).map(<[f32]>::to_vec).collect();
+    let model_path = run.model();
+    let parity = export::export_bundle(
+        &fitted.model,
+        &metadata,
+        &model_path,
+        &check,
+        crate::pretrained::PARITY_TOLERANCE,
+    )?;
+
+    let classifier = Classifier::load(&model_path, &LoadOptions::default())?;
+    let mut logits = Vec::with_capacity(fitted.val.len() * classes.len());
+    for image in fitted.val.data.chunks(len) {
+        logits.extend(classifier.logits(image)?);
+    }
+    let evaluation = metrics::evaluate(&logits, &fitted.val.labels, classes);
+    let card_metrics = &mut metadata.model_card.metrics;
+    card_metrics.insert("val_top1".into(), evaluation.top1);
+    card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
+    card_metrics.insert("val_images".into(), evaluation.images as f64);
+    let bundle = Bundle::read(&model_path)?;
+    Bundle::write(bundle.proto, &metadata, &model_path)?;
+
+    let report = Report {
+        model: model_path,
+        classes,
+        train_images: fitted.dataset.train.len(),
+        val_images: fitted.val.len(),
+        export_parity: parity,
+        evaluation: &evaluation,
+        history: &fitted.history,
+        skipped: &fitted.skipped,
+    };
+    write_files(&run.0, &report)?;
+    Ok((evaluation, parity))
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), FitError> {
+    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|e| FitError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+fn write_files(dir: &Path, report: &Report) -> Result<(), FitError> {
+    let curves = curves_svg(report.history);
+    let confusion = confusion_svg(&report.evaluation.matrix, report.classes);
+    write_text(&dir.join("curves.svg"), &curves)?;
+    write_text(&dir.join("confusion.svg"), &confusion)?;
+    write_text(
+        &dir.join("report.json"),
+        &serde_json::to_string_pretty(report).unwrap_or_default(),
+    )?;
+    write_text(&dir.join("report.html"), &html(report, &curves, &confusion))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Loss and accuracy per epoch, both phases on one time axis.
+pub fn curves_svg(history: &[EpochRow]) -> String {
+    let (w, h, pad) = (640.0, 300.0, 40.0);
+    let n = history.len().max(2) as f64;
+    let max_loss = history
+        .iter()
+        .flat_map(|r| [r.train_loss, r.val_loss])
+        .fold(0.0f64, f64::max)
+        .max(1e-6);
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * v;
+    let line = |f: &dyn Fn(&EpochRow) -> f64, colour: &str| {
+        let pts: Vec<String> = history
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{:.1},{:.1}", x(i), y(f(r).clamp(0.0, 1.0))))
+            .collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        )
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#888\"/><line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"#888\"/>",
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad
+    );
+    s += &line(&|r| r.train_loss / max_loss, "#1f77b4");
+    s += &line(&|r| r.val_loss / max_loss, "#ff7f0e");
+    s += &line(&|r| r.val_top1, "#2ca02c");
+    if let Some(i) = history
+        .iter()
+        .position(|r| r.phase == Phase::Finetune)
+        .filter(|&i| i > 0)
+    {
+        let _ = write!(
+            s,
+            "<line x1=\"{0:.1}\" y1=\"{pad}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#aaa\" stroke-dasharray=\"4\"/>\
+             <text x=\"{0:.1}\" y=\"{2}\">fine-tune</text>",
+            x(i),
+            h - pad,
+            pad - 5.0
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{pad}\" y=\"{}\">epoch →</text>\
+         <text x=\"{}\" y=\"20\" fill=\"#1f77b4\">train loss</text><text x=\"{}\" y=\"20\" fill=\"#ff7f0e\">val loss</text>\
+         <text x=\"{}\" y=\"20\" fill=\"#2ca02c\">val top-1 (0–100%)</text>\
+         <text x=\"5\" y=\"{}\">0</text><text x=\"5\" y=\"{}\">max</text></svg>",
+        h - 10.0,
+        pad,
+        pad + 90.0,
+        pad + 170.0,
+        h - pad,
+        pad + 4.0
+    );
+    s
+}
+
+/// Row-normalised confusion matrix as a heat map, counts in the cells.
+pub fn confusion_svg(matrix: &[Vec<usize>], classes: &[String]) -> String {
+    let n = classes.len().max(1);
+    let cell = (480 / n).clamp(12, 48) as f64;
+    let label_w = 140.0;
+    let size = label_w + cell * n as f64 + 20.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{size}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+         <text x=\"5\" y=\"14\">truth ↓ predicted →</text>"
+    );
+    for (t, row) in matrix.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f64;
+        let y = label_w + t as f64 * cell;
+        let _ = write!(
+            s,
+            "<text x=\"5\" y=\"{:.1}\">{}</text>",
+            y + cell * 0.65,
+            esc(&classes[t])
+        );
+        for (p, &count) in row.iter().enumerate() {
+            let x = label_w + p as f64 * cell;
+            let share = count as f64 / total;
+            let shade = (255.0 * (1.0 - share)).round() as u8;
+            let _ = write!(
+                s,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({shade},{shade},255)\" stroke=\"#ddd\"/>"
+            );
+            if count > 0 && cell >= 20.0 {
+                let colour = if share > 0.5 { "white" } else { "black" };
+                let _ = write!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{colour}\">{count}</text>",
+                    x + cell / 2.0,
+                    y + cell * 0.65
+                );
+            }
+        }
+    }
+    for (p, class) in classes.iter().enumerate() {
+        let x = label_w + p as f64 * cell + cell * 0.65;
+        let _ = write!(
+            s,
+            "<text transform=\"translate({x:.1},{:.1}) rotate(-60)\">{}</text>",
+            label_w - 4.0,
+            esc(class)
+        );
+    }
+    s + "</svg>"
+}
+
+fn html(report: &Report, curves: &str, confusion: &str) -> String {
+    let e = report.evaluation;
+    let mut s = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Kestrel training report</title>\
+         <style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>",
+    );
+    let _ = write!(
+        s,
+        "<h1>Kestrel training report</h1><p>Model <code>{}</code> · {} classes · {} train / {} validation images.</p>\
+         <h2>Validation (exported bundle, run by the Kestrel runtime)</h2>\
+         <p>top-1 <b>{:.1}%</b> · top-{} {:.1}% · loss {:.4} · Burn↔tract max |Δlogit| {:.1e}</p>",
+        esc(&report.model.display().to_string()),
+        report.classes.len(),
+        report.train_images,
+        report.val_images,
+        100.0 * e.top1,
+        e.k,
+        100.0 * e.topk,
+        e.mean_loss,
+        report.export_parity
+    );
+    s += "<h2>Training curves</h2>";
+    s += curves;
+    s += "<h2>Per class</h2><table><tr><th>class</th><th>images</th><th>precision</th><th>recall</th><th>F1</th></tr>";
+    for c in &e.per_class {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            esc(&c.class),
+            c.support,
+            c.precision,
+            c.recall,
+            c.f1
+        );
+    }
+    s += "</table><h2>Confusion matrix</h2>";
+    s += confusion;
+    s += "<h2>Most confused</h2><table><tr><th>truth</th><th>predicted as</th><th>images</th></tr>";
+    for c in &e.most_confused {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.truth),
+            esc(&c.predicted),
+            c.count
+        );
+    }
+    let _ = write!(s, "</table><h2>Skipped files ({})</h2><ul>", report.skipped.len());
+    for k in report.skipped {
+        let _ = write!(
+            s,
+            "<li><code>{}</code>: {}</li>",
+            esc(&k.path.display().to_string()),
+            esc(&k.reason)
+        );
+    }
+    s + "</ul></body></html>"
+}

@@ -1,0 +1,172 @@
+//! `kestrel-train` as a user runs it: fit on a small photo folder, kill it, resume, evaluate.
+//! Needs the assets from `scripts/fetch-assets.sh`.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kestrel_trainer::checkpoint::{self, Phase};
+use kestrel_trainer::efficientnet::EfficientNet;
+use kestrel_trainer::sample_data::make_photo_folder;
+
+fn train_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kestrel-train"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn check(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const SMALL_RUN: [&str; 14] = [
+    "--image-size",
+    "64",
+    "--batch-size",
+    "8",
+    "--head-epochs",
+    "3",
+    "--finetune-epochs",
+    "3",
+    "--unfreeze-blocks",
+    "2",
+    "--val-fraction",
+    "0.25",
+    "--patience",
+    "0",
+];
+
+fn metrics_rows(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// SIGKILL mid-fine-tune, then `--resume`: the run completes, every epoch is in metrics.csv
+/// exactly once, and every checkpoint under its final name loads.
+#[test]
+fn a_killed_fit_resumes_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    let run = dir.path().join("run");
+    make_photo_folder(&data, 12, 80, 1).expect("sample data");
+
+    let mut child = train_cmd()
+        .args([
+            "fit",
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--out",
+            run.to_str().expect("utf-8"),
+        ])
+        .args(SMALL_RUN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kestrel-train");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !metrics_rows(&run).iter().any(|r| r.starts_with("finetune")) {
+        assert!(Instant::now() < deadline, "no fine-tune epoch within 10 minutes");
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("fit ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let before = metrics_rows(&run);
+    assert!(before.len() >= 4 && before.len() < 6, "killed mid-run: {before:?}");
+
+    // A second fit into the same folder without --resume is refused rather than overwriting.
+    let again = train_cmd()
+        .args([
+            "fit",
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--out",
+            run.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    let resumed = train_cmd()
+        .args(["fit", "--resume", "--out", run.to_str().expect("utf-8")])
+        .output()
+        .expect("resume");
+    check(&resumed);
+    let rows = metrics_rows(&run);
+    let expected: Vec<String> = (1..=3)
+        .map(|e| format!("head,{e}"))
+        .chain((1..=3).map(|e| format!("finetune,{e}")))
+        .collect();
+    assert_eq!(rows, expected, "each epoch once, in order");
+
+    let device = kestrel_trainer::backend::Backend::Flex.device();
+    let template = || EfficientNet::lite0(&device).with_classes(3, &device);
+    for name in ["last.ckpt", "best.ckpt"] {
+        let ckpt = checkpoint::load(&run.join("checkpoints").join(name), template()).expect(name);
+        if name == "last.ckpt" {
+            assert_eq!((ckpt.state.phase, ckpt.state.epochs_done), (Phase::Finetune, 3));
+        }
+    }
+    for file in [
+        "model.onnx",
+        "report.html",
+        "report.json",
+        "curves.svg",
+        "confusion.svg",
+        "config.toml",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+
+    // eval through the runtime on fresh images of the same classes.
+    let fresh = dir.path().join("fresh");
+    make_photo_folder(&fresh, 6, 80, 99).expect("fresh data");
+    let eval = train_cmd()
+        .args(["eval", "--json", "--model"])
+        .arg(run.join("model.onnx"))
+        .arg("--data")
+        .arg(&fresh)
+        .output()
+        .expect("eval");
+    check(&eval);
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("json");
+    let top1 = json["top1"].as_f64().expect("top1");
+    println!("fine-tuned model on 18 unseen images: top-1 {:.1}%", 100.0 * top1);
+    assert!(top1 >= 0.8, "top-1 {top1} on unseen crops of the training photos");
+}
+
+#[test]
+fn bad_data_folders_fail_before_training_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    std::fs::create_dir_all(data.join("only")).expect("mkdir");
+    std::fs::write(data.join("only/a.jpg"), b"x").expect("write");
+    let out = train_cmd()
+        .args(["fit", "--data", data.to_str().expect("utf-8"), "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only one class (`only`)"), "{err}");
+
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "data = \"photos\"\nhead_epochs = \"many\"\n").expect("write");
+    let out = train_cmd().args(["fit", "--config"]).arg(&cfg).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("head_epochs"), "{err}");
+}
