@@ -13,6 +13,18 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "system packages"
+# Mesa's software Vulkan driver (lavapipe) gives wgpu an adapter on machines without a GPU, so
+# the GPU training path is exercised everywhere.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/kestrel-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+
 step "fetch assets (weights, sample photos, ImageNet names)"
 scripts/fetch-assets.sh
 

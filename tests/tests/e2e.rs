@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use burn::module::Module;
+
 use image::DynamicImage;
 use kestrel_e2e::{export_small_bundle, shipped_imagenet_bundle, small_metadata};
 use kestrel_runtime::bundle::{self, Bundle, BundleError, ContractError};
@@ -262,4 +264,186 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 fn missing_assets_name_the_fix() {
     let err = assets::path(Path::new("weights/not-there.pth")).expect_err("missing");
     assert!(err.to_string().contains("scripts/fetch-assets.sh"));
+}
+
+/// The wgpu backend (Mesa's lavapipe where there is no GPU) computes what flex computes, and a
+/// short two-phase fit runs on it. CI installs mesa-vulkan-drivers (scripts/test.sh).
+#[test]
+fn wgpu_backend_matches_flex_and_trains() {
+    use kestrel_trainer::config::{Augment, FitConfig};
+    use kestrel_trainer::fit;
+    use kestrel_trainer::progress::Progress;
+
+    let spec = kestrel_runtime::PreprocessSpec::efficientnet_lite(64);
+    let photos = [sample("chelsea.png"), sample("coffee.png")];
+    let logits = |backend: Backend| {
+        let device = backend.device();
+        let (model, _) = pretrained::load_imagenet(&device, 64).expect("pretrained");
+        let input = batch::images_to_tensor(&photos, &spec, &device).expect("batch");
+        model.forward(input).into_data().try_into_vec::<f32>().expect("logits")
+    };
+    println!("wgpu adapter: {}", Backend::Wgpu.describe());
+    let (gpu, cpu) = (logits(Backend::Wgpu), logits(Backend::Flex));
+    let diff = gpu.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("wgpu ↔ flex max |Δlogit| on 2 photos at 64 px: {diff:.2e}");
+    assert!(diff < 1e-2, "wgpu and flex disagree: {diff}");
+    assert_eq!(top1(&gpu[..1000]), top1(&cpu[..1000]));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    kestrel_trainer::sample_data::make_photo_folder(&data, 4, 64, 3).expect("sample data");
+    let config = FitConfig {
+        data,
+        out: dir.path().join("run"),
+        backend: Backend::Wgpu,
+        image_size: 32,
+        batch_size: 4,
+        val_fraction: 0.25,
+        head_epochs: 1,
+        feature_views: 0,
+        finetune_epochs: 1,
+        unfreeze_blocks: 1,
+        augment: Augment::none(),
+        ..FitConfig::default()
+    };
+    let fitted = fit::fit(&config, false, &Progress::plain()).expect("fit on wgpu");
+    assert_eq!(fitted.history.len(), 2);
+    assert!(
+        fitted
+            .history
+            .iter()
+            .all(|r| r.train_loss.is_finite() && r.val_loss.is_finite())
+    );
+    let saved = kestrel_trainer::config::FitConfig::load(&dir.path().join("run/config.toml")).expect("config");
+    assert_eq!(saved.backend, Backend::Wgpu);
+}
+
+/// Messy folders: a corrupt file is skipped and counted; grey, RGBA and 16-bit images are used.
+/// The phase-1 feature cache gives the logits the full model gives.
+#[test]
+fn dataset_edge_cases_and_the_feature_cache() {
+    use kestrel_trainer::config::FitConfig;
+    use kestrel_trainer::fit;
+    use kestrel_trainer::progress::Progress;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    kestrel_trainer::sample_data::make_photo_folder(&data, 6, 64, 11).expect("sample data");
+    std::fs::write(data.join("cat/corrupt.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").expect("write");
+    let coffee = load_image(&data.join("coffee/coffee-000.jpg")).expect("decode");
+    coffee.to_luma8().save(data.join("coffee/grey.png")).expect("grey");
+    coffee.to_rgba8().save(data.join("coffee/rgba.png")).expect("rgba");
+    DynamicImage::ImageRgb16(coffee.to_rgb16())
+        .save(data.join("coffee/deep.png"))
+        .expect("16-bit");
+
+    let config = FitConfig {
+        data,
+        out: dir.path().join("run"),
+        backend: Backend::Flex,
+        image_size: 64,
+        batch_size: 8,
+        val_fraction: 0.3,
+        feature_views: 0,
+        ..FitConfig::default()
+    };
+    let prepared = fit::prepare(&config).expect("prepare");
+    assert_eq!(prepared.skipped.len(), 1, "{:?}", prepared.skipped);
+    assert!(prepared.skipped[0].path.ends_with("cat/corrupt.jpg"));
+    assert_eq!(
+        prepared.train.images.len() + prepared.val.len(),
+        3 * 6 + 3,
+        "grey, RGBA, 16-bit all used"
+    );
+
+    let device = Backend::Flex.device();
+    let model = fit::pretrained_model(&config, 3, &device).expect("model");
+    let features = fit::head_features(&config, &model, &prepared, &Progress::plain()).expect("features");
+    let head = model.valid();
+    let n = prepared.val.len();
+    let via_cache = head
+        .head(burn::tensor::Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(features.val.clone(), [n, kestrel_trainer::efficientnet::FEATURES]),
+            &device,
+        ))
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("logits");
+    let direct = fit::predict(&model, &prepared.spec, &prepared.val.data, 4, &device);
+    let diff = via_cache
+        .iter()
+        .zip(&direct)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "cached features → head differs from the full model by {diff}"
+    );
+}
+
+/// The head phase alone, on the ndarray backend, learns the sample classes.
+#[test]
+fn ndarray_head_training_reaches_high_accuracy() {
+    use kestrel_trainer::config::FitConfig;
+    use kestrel_trainer::fit;
+    use kestrel_trainer::progress::Progress;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    kestrel_trainer::sample_data::make_photo_folder(&data, 8, 64, 21).expect("sample data");
+    let config = FitConfig {
+        data,
+        out: dir.path().join("run"),
+        backend: Backend::Ndarray,
+        image_size: 64,
+        batch_size: 8,
+        val_fraction: 0.25,
+        head_epochs: 4,
+        feature_views: 1,
+        finetune_epochs: 0,
+        ..FitConfig::default()
+    };
+    let fitted = fit::fit(&config, false, &Progress::plain()).expect("fit on ndarray");
+    println!("ndarray head-only: val top-1 {:.1}%", 100.0 * fitted.validation.top1);
+    assert!(fitted.validation.top1 >= 0.9, "{:?}", fitted.validation);
+}
+
+#[test]
+fn corrupted_checkpoints_are_refused_clearly() {
+    use kestrel_trainer::checkpoint;
+    use kestrel_trainer::efficientnet::EfficientNet;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = Backend::Flex.device();
+    let model = EfficientNet::lite0(&device).with_classes(2, &device);
+    let state = checkpoint::RunState {
+        phase: checkpoint::Phase::Head,
+        epochs_done: 1,
+        best: Some(0.5),
+        epochs_without_improvement: 0,
+        lr_scale: 1.0,
+        stopped_early: false,
+        history: vec![],
+    };
+    let path = dir.path().join("last.ckpt");
+    checkpoint::save(&path, &state, &model, None).expect("save");
+    let template = || EfficientNet::lite0(&device).with_classes(2, &device);
+    assert_eq!(checkpoint::load(&path, template()).expect("load").state, state);
+    let bytes = std::fs::read(&path).expect("read");
+    for (name, broken) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("garbage", b"hello".to_vec()),
+        ("flipped", {
+            let mut b = bytes.clone();
+            b[20] ^= 0xff;
+            b
+        }),
+    ] {
+        let p = dir.path().join(format!("{name}.ckpt"));
+        std::fs::write(&p, broken).expect("write");
+        let err = checkpoint::load(&p, template()).err().expect(name).to_string();
+        assert!(
+            err.contains("is corrupt") && err.contains(&format!("{name}.ckpt")),
+            "{name}: {err}"
+        );
+    }
 }

@@ -134,7 +134,7 @@ impl Default for FitConfig {
         FitConfig {
             data: PathBuf::new(),
             out: PathBuf::from("runs/exp"),
-            backend: Backend::Flex,
+            backend: Backend::Auto,
             image_size: 224,
             batch_size: 32,
             seed: 42,

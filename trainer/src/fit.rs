@@ -72,13 +72,10 @@ pub enum FitError {
 #[derive(Debug)]
 pub struct Fitted {
     pub model: EfficientNet,
-    pub dataset: Dataset,
-    pub spec: PreprocessSpec,
     pub history: Vec<EpochRow>,
     /// Validation of the final weights in Burn (the runtime re-checks the exported file).
     pub validation: Evaluation,
-    pub skipped: Vec<Skipped>,
-    pub val: TensorSet,
+    pub data: Prepared,
 }
 
 /// Paths inside a run folder.
@@ -121,7 +118,7 @@ fn rng_for(seed: u64, stream: u64, a: u64, b: u64) -> SplitMix64 {
     SplitMix64(s)
 }
 
-fn loss_fn(config: &FitConfig, dataset: &Dataset, device: &Device) -> CrossEntropyLoss {
+pub fn loss_fn(config: &FitConfig, dataset: &Dataset, device: &Device) -> CrossEntropyLoss {
     let weights = match config.class_weights {
         ClassWeights::None => None,
         ClassWeights::Auto => {
@@ -137,7 +134,7 @@ fn loss_fn(config: &FitConfig, dataset: &Dataset, device: &Device) -> CrossEntro
         .init(device)
 }
 
-fn optimizer(config: &FitConfig) -> ModuleOptimizer {
+pub fn optimizer(config: &FitConfig) -> ModuleOptimizer {
     let clip = (config.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(config.grad_clip));
     match config.optimizer {
         OptimizerKind::Adamw => AdamWConfig::new()
@@ -173,7 +170,7 @@ pub fn learning_rate(config: &FitConfig, peak: f64, step: usize, total: usize, s
     }
 }
 
-fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
+pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
     let data: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Tensor::from_data(TensorData::new(data, [labels.len()]), device)
 }
@@ -217,28 +214,18 @@ fn features_of(
     Ok(out)
 }
 
-struct Split<'a> {
-    train: &'a DecodedSet,
-    val: &'a TensorSet,
-    val_features: Option<Vec<f32>>,
+/// The data of a run, decoded once.
+#[derive(Debug)]
+pub struct Prepared {
+    pub dataset: Dataset,
+    pub spec: PreprocessSpec,
+    pub train: DecodedSet,
+    pub val: TensorSet,
+    pub skipped: Vec<Skipped>,
 }
 
-/// Train per `config`, resuming from the run folder's `last.ckpt` when `resume` is set.
-pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitted, FitError> {
-    config.validate()?;
-    let run = RunDir(config.out.clone());
-    if !resume && run.last().exists() {
-        return Err(FitError::RunExists { path: run.last() });
-    }
-    if resume && !run.last().exists() {
-        return Err(FitError::NothingToResume { path: run.last() });
-    }
-    std::fs::create_dir_all(config.out.join("checkpoints")).map_err(|source| FitError::Write {
-        path: config.out.clone(),
-        source,
-    })?;
-    write(&run.config(), &config.to_toml())?;
-
+/// Scan, split and decode the data per `config`; fails before any training on unusable data.
+pub fn prepare(config: &FitConfig) -> Result<Prepared, FitError> {
     let dataset = Dataset::scan(
         &config.data,
         &SplitOptions {
@@ -277,14 +264,114 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         return Err(FitError::NoValidation);
     }
     let skipped: Vec<Skipped> = train.skipped.iter().chain(&val.skipped).cloned().collect();
+    Ok(Prepared {
+        dataset,
+        spec,
+        train,
+        val,
+        skipped,
+    })
+}
+
+/// ImageNet-pretrained Lite0 with a fresh head for `classes`, on the config's device.
+pub fn pretrained_model(config: &FitConfig, classes: usize, device: &Device) -> Result<EfficientNet, FitError> {
+    let (model, _) = crate::pretrained::load_imagenet(device, config.image_size)?;
+    Ok(model.with_classes(classes, device).with_dropout(config.dropout))
+}
+
+/// The phase-1 feature cache: pooled backbone features of every training view and validation
+/// image, computed once.
+#[derive(Debug)]
+pub struct HeadFeatures {
+    /// `labels.len() × FEATURES`.
+    pub train: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// `val.len() × FEATURES`.
+    pub val: Vec<f32>,
+}
+
+pub fn head_features(
+    config: &FitConfig,
+    model: &EfficientNet,
+    data: &Prepared,
+    progress: &Progress,
+) -> Result<HeadFeatures, FitError> {
+    let device = config.backend.device();
+    let backbone = model.valid();
+    let spec = &data.spec;
+    let views = 1 + config.feature_views;
+    let n_train = data.train.images.len();
+    let started = Instant::now();
+    // View 0 is the plain evaluation view; views 1.. are augmented, seeded per image and view.
+    let train = features_of(
+        &backbone,
+        spec,
+        n_train * views,
+        config.batch_size,
+        &device,
+        progress,
+        |i, out| {
+            let (image, view) = (i % n_train, i / n_train);
+            let img = &data.train.images[image];
+            if view == 0 {
+                augment::plain(img, spec, out)?;
+            } else {
+                let mut rng = rng_for(config.seed, 1, image as u64, view as u64);
+                augment::augmented(img, spec, &config.augment, &mut rng, out)?;
+            }
+            Ok(())
+        },
+    )?;
+    let labels: Vec<usize> = (0..n_train * views).map(|i| data.train.labels[i % n_train]).collect();
+    let len = spec.tensor_len();
+    let val = features_of(
+        &backbone,
+        spec,
+        data.val.len(),
+        config.batch_size,
+        &device,
+        progress,
+        |i, out| {
+            out.copy_from_slice(&data.val.data[i * len..(i + 1) * len]);
+            Ok(())
+        },
+    )?;
+    tracing::info!(
+        "feature cache: {} training views, {} validation images in {:.1}s",
+        labels.len(),
+        data.val.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(HeadFeatures { train, labels, val })
+}
+
+/// Train per `config`, resuming from the run folder's `last.ckpt` when `resume` is set.
+pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitted, FitError> {
+    config.validate()?;
+    // Settle `auto` once: enumerating adapters is slow, and config.toml records the choice.
+    let config = &FitConfig {
+        backend: config.backend.resolve(),
+        ..config.clone()
+    };
+    tracing::info!("training on {}", config.backend.describe());
+    let run = RunDir(config.out.clone());
+    if !resume && run.last().exists() {
+        return Err(FitError::RunExists { path: run.last() });
+    }
+    if resume && !run.last().exists() {
+        return Err(FitError::NothingToResume { path: run.last() });
+    }
+    std::fs::create_dir_all(config.out.join("checkpoints")).map_err(|source| FitError::Write {
+        path: config.out.clone(),
+        source,
+    })?;
+    write(&run.config(), &config.to_toml())?;
+
+    let data = prepare(config)?;
 
     let device = config.backend.device();
     device.seed(config.seed);
-    let classes = dataset.classes.len();
-    let fresh = || -> Result<EfficientNet, FitError> {
-        let (model, _) = crate::pretrained::load_imagenet(&device, config.image_size)?;
-        Ok(model.with_classes(classes, &device).with_dropout(config.dropout))
-    };
+    let fresh = || pretrained_model(config, data.dataset.classes.len(), &device);
     let (mut model, mut state, optim_bytes) = if resume {
         let ckpt = checkpoint::load(&run.last(), fresh()?)?;
         tracing::info!(
@@ -303,23 +390,8 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         (fresh()?, new_state(phase, Vec::new()), Vec::new())
     };
 
-    let mut split = Split {
-        train: &train,
-        val: &val,
-        val_features: None,
-    };
     if state.phase == Phase::Head {
-        model = head_phase(
-            config,
-            &run,
-            &dataset,
-            &spec,
-            &mut split,
-            model,
-            &mut state,
-            &optim_bytes,
-            progress,
-        )?;
+        model = head_phase(config, &run, &data, model, &mut state, &optim_bytes, progress)?;
         // The best value carries over: fine-tuning must beat the head's best to replace it.
         let best = state.best;
         state = new_state(Phase::Finetune, std::mem::take(&mut state.history));
@@ -328,20 +400,15 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
     }
     if config.finetune_epochs > 0 {
         let bytes = if resume { optim_bytes } else { Vec::new() };
-        model = finetune_phase(
-            config, &run, &dataset, &spec, &split, model, &mut state, &bytes, progress,
-        )?;
+        model = finetune_phase(config, &run, &data, model, &mut state, &bytes, progress)?;
     }
-    let logits = predict(&model, &spec, &val.data, config.batch_size, &device);
-    let validation = metrics::evaluate(&logits, &val.labels, &dataset.classes);
+    let logits = predict(&model, &data.spec, &data.val.data, config.batch_size, &device);
+    let validation = metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes);
     Ok(Fitted {
         model,
-        spec,
         history: state.history.clone(),
         validation,
-        skipped,
-        dataset,
-        val,
+        data,
     })
 }
 
@@ -370,19 +437,51 @@ pub fn predict(model: &EfficientNet, spec: &PreprocessSpec, data: &[f32], batch:
     out
 }
 
+/// Stop at the first non-finite loss, before the optimiser spreads it into the weights; the
+/// last checkpoint is the last good state.
+fn check_finite(loss: f64, phase: Phase, epoch: usize, run: &RunDir) -> Result<(), FitError> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(FitError::Diverged {
+        loss,
+        phase,
+        epoch: epoch + 1,
+        checkpoint: run.last(),
+    })
+}
+
+/// The training side of an epoch's numbers; validation comes from its [`Evaluation`].
+struct EpochTrain {
+    phase: Phase,
+    epoch: usize,
+    lr: f64,
+    train_loss: f64,
+    images_per_second: f64,
+}
+
 /// Record an epoch: history, metrics.csv, early-stopping bookkeeping, checkpoints.
-/// Returns true when the phase should stop early.
 #[allow(clippy::too_many_arguments)]
 fn end_epoch(
     config: &FitConfig,
     run: &RunDir,
     state: &mut RunState,
-    row: EpochRow,
+    train: EpochTrain,
     eval: &Evaluation,
     model: &EfficientNet,
     optim: &ModuleOptimizer,
     progress: &Progress,
-) -> Result<bool, FitError> {
+) -> Result<(), FitError> {
+    let row = EpochRow {
+        phase: train.phase,
+        epoch: train.epoch,
+        lr: train.lr,
+        train_loss: train.train_loss,
+        val_loss: eval.mean_loss,
+        val_top1: eval.top1,
+        val_topk: eval.topk,
+        images_per_second: train.images_per_second,
+    };
     if !row.train_loss.is_finite() || !row.val_loss.is_finite() {
         let loss = if row.train_loss.is_finite() {
             row.val_loss
@@ -433,7 +532,13 @@ fn end_epoch(
         checkpoint::save(&run.best(), state, model, None)?;
     }
     checkpoint::save(&run.last(), state, model, Some(optim))?;
-    Ok(state.stopped_early)
+    if state.stopped_early {
+        progress.line(&format!(
+            "early stopping: no improvement for {} epochs",
+            state.epochs_without_improvement
+        ));
+    }
+    Ok(())
 }
 
 pub fn metrics_csv(history: &[EpochRow]) -> String {
@@ -459,75 +564,29 @@ fn best_so_far(run: &RunDir, current: EfficientNet, template: EfficientNet) -> E
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn head_phase(
     config: &FitConfig,
     run: &RunDir,
-    dataset: &Dataset,
-    spec: &PreprocessSpec,
-    split: &mut Split,
+    data: &Prepared,
     mut model: EfficientNet,
     state: &mut RunState,
     optim_bytes: &[u8],
     progress: &Progress,
 ) -> Result<EfficientNet, FitError> {
     let device = config.backend.device();
-    let backbone = model.valid();
-    let views = 1 + config.feature_views;
-    let n_train = split.train.images.len();
-    let started = Instant::now();
-    // View 0 is the plain evaluation view; views 1.. are augmented, seeded per image and view.
-    let train_features = features_of(
-        &backbone,
-        spec,
-        n_train * views,
-        config.batch_size,
-        &device,
-        progress,
-        |i, out| {
-            let (image, view) = (i % n_train, i / n_train);
-            let img = &split.train.images[image];
-            if view == 0 {
-                augment::plain(img, spec, out)?;
-            } else {
-                let mut rng = rng_for(config.seed, 1, image as u64, view as u64);
-                augment::augmented(img, spec, &config.augment, &mut rng, out)?;
-            }
-            Ok(())
-        },
-    )?;
-    let train_labels: Vec<usize> = (0..n_train * views).map(|i| split.train.labels[i % n_train]).collect();
-    let len = spec.tensor_len();
-    let val_features = features_of(
-        &backbone,
-        spec,
-        split.val.len(),
-        config.batch_size,
-        &device,
-        progress,
-        |i, out| {
-            out.copy_from_slice(&split.val.data[i * len..(i + 1) * len]);
-            Ok(())
-        },
-    )?;
-    tracing::info!(
-        "feature cache: {} training views, {} validation images in {:.1}s",
-        train_labels.len(),
-        split.val.len(),
-        started.elapsed().as_secs_f64()
-    );
-
+    let features = head_features(config, &model, data, progress)?;
+    let (train_features, train_labels) = (&features.train, &features.labels);
     let train_device = device.clone().autodiff();
     // fork moves to the autodiff device; train() then turns gradient tracking on.
     let mut head: Linear = model.fc.clone().fork(&train_device).train();
     let dropout = model.dropout.clone();
-    let loss_fn = loss_fn(config, dataset, &train_device);
+    let loss_fn = loss_fn(config, &data.dataset, &train_device);
     let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
     let n = train_labels.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total = steps_per_epoch * config.head_epochs;
     let val_x = Tensor::<2>::from_data(
-        TensorData::new(val_features.clone(), [split.val.len(), FEATURES]),
+        TensorData::new(features.val.clone(), [data.val.len(), FEATURES]),
         &device,
     );
     while state.epochs_done < config.head_epochs && !state.stopped_early {
@@ -545,7 +604,9 @@ fn head_phase(
             let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), FEATURES]), &train_device);
             let logits = head.forward(dropout.forward(x));
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &train_device));
-            loss_sum += loss.clone().into_scalar::<f32>() as f64 * batch.len() as f64;
+            let batch_loss = loss.clone().into_scalar::<f32>() as f64;
+            check_finite(batch_loss, Phase::Head, epoch, run)?;
+            loss_sum += batch_loss * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &head);
             lr = learning_rate(
                 config,
@@ -557,26 +618,17 @@ fn head_phase(
             head = optim.step(lr, head, grads);
         }
         let val_logits = to_vec(head.valid().forward(val_x.clone()));
-        let eval = metrics::evaluate(&val_logits, &split.val.labels, &dataset.classes);
+        let eval = metrics::evaluate(&val_logits, &data.val.labels, &data.dataset.classes);
         model.fc = head.valid();
-        let row = EpochRow {
+        let train = EpochTrain {
             phase: Phase::Head,
             epoch: epoch + 1,
             lr,
             train_loss: loss_sum / n as f64,
-            val_loss: eval.mean_loss,
-            val_top1: eval.top1,
-            val_topk: eval.topk,
             images_per_second: n as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         };
-        if end_epoch(config, run, state, row, &eval, &model, &optim, progress)? {
-            progress.line(&format!(
-                "early stopping: no improvement for {} epochs",
-                state.epochs_without_improvement
-            ));
-        }
+        end_epoch(config, run, state, train, &eval, &model, &optim, progress)?;
     }
-    split.val_features = Some(val_features);
     let template = model.clone();
     Ok(best_so_far(run, model, template))
 }
@@ -611,18 +663,16 @@ pub fn freeze_for_finetune(mut model: EfficientNet, unfreeze_blocks: usize) -> E
     model
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finetune_phase(
     config: &FitConfig,
     run: &RunDir,
-    dataset: &Dataset,
-    spec: &PreprocessSpec,
-    split: &Split,
+    data: &Prepared,
     model: EfficientNet,
     state: &mut RunState,
     optim_bytes: &[u8],
     progress: &Progress,
 ) -> Result<EfficientNet, FitError> {
+    let (spec, dataset) = (&data.spec, &data.dataset);
     let device = config.backend.device();
     let train_device = device.clone().autodiff();
     let template = model.clone();
@@ -631,7 +681,7 @@ fn finetune_phase(
         .train();
     let loss_fn = loss_fn(config, dataset, &train_device);
     let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
-    let n = split.train.images.len();
+    let n = data.train.images.len();
     let len = spec.tensor_len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total = steps_per_epoch * config.finetune_epochs;
@@ -644,17 +694,19 @@ fn finetune_phase(
         let (mut loss_sum, mut lr) = (0.0, 0.0);
         let bar = progress.bar(n as u64, &format!("finetune epoch {}", epoch + 1));
         for (b, batch) in order.chunks(config.batch_size).enumerate() {
-            let mut data = vec![0.0f32; batch.len() * len];
-            data.par_chunks_exact_mut(len)
+            let mut pixels = vec![0.0f32; batch.len() * len];
+            pixels
+                .par_chunks_exact_mut(len)
                 .zip(batch.par_iter())
                 .try_for_each(|(out, &i)| {
                     let mut rng = rng_for(config.seed, 4, epoch as u64, i as u64);
-                    augment::augmented(&split.train.images[i], spec, &config.augment, &mut rng, out)
+                    augment::augmented(&data.train.images[i], spec, &config.augment, &mut rng, out)
                 })?;
-            let labels: Vec<usize> = batch.iter().map(|&i| split.train.labels[i]).collect();
-            let x = Tensor::<4>::from_data(TensorData::new(data, spec.batch_shape(batch.len())), &train_device);
+            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(batch.len())), &train_device);
             let loss = loss_fn.forward(model.forward(x), labels_tensor(&labels, &train_device));
             let batch_loss = loss.clone().into_scalar::<f32>() as f64;
+            check_finite(batch_loss, Phase::Finetune, epoch, run)?;
             loss_sum += batch_loss * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             lr = learning_rate(
@@ -670,24 +722,16 @@ fn finetune_phase(
         }
         bar.finish_and_clear();
         let eval_model = model.valid();
-        let logits = predict(&eval_model, spec, &split.val.data, config.batch_size, &device);
-        let eval = metrics::evaluate(&logits, &split.val.labels, &dataset.classes);
-        let row = EpochRow {
+        let logits = predict(&eval_model, spec, &data.val.data, config.batch_size, &device);
+        let eval = metrics::evaluate(&logits, &data.val.labels, &dataset.classes);
+        let train = EpochTrain {
             phase: Phase::Finetune,
             epoch: epoch + 1,
             lr,
             train_loss: loss_sum / n as f64,
-            val_loss: eval.mean_loss,
-            val_top1: eval.top1,
-            val_topk: eval.topk,
             images_per_second: n as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         };
-        if end_epoch(config, run, state, row, &eval, &eval_model, &optim, progress)? {
-            progress.line(&format!(
-                "early stopping: no improvement for {} epochs",
-                state.epochs_without_improvement
-            ));
-        }
+        end_epoch(config, run, state, train, &eval, &eval_model, &optim, progress)?;
     }
     let current = model.valid();
     Ok(best_so_far(run, current, template))

@@ -16,6 +16,7 @@ pub mod export;
 pub mod fit;
 pub mod imagenet;
 pub mod images;
+pub mod lr_find;
 pub mod metrics;
 pub mod onnx_graph;
 pub mod pretrained;

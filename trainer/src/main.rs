@@ -18,7 +18,7 @@ use kestrel_trainer::{assets, evaluate, pretrained, report};
     about = "Train and export Kestrel image classifiers."
 )]
 #[command(
-    after_help = "Exit codes: 0 success · 1 the result failed a check (e.g. export parity) · 2 usage or input error."
+    after_help = "Exit codes: 0 success · 1 the result failed a check (export parity, training diverged) · 2 usage or input error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +38,22 @@ enum Command {
     ///   kestrel-train fit --data photos/ --out runs/birds
     ///   kestrel-train fit --config runs/birds/config.toml --resume
     Fit(Box<FitArgs>),
+    /// Learning-rate range test for the head: plots loss against LR (lr_find.svg in --out) and
+    /// suggests a --head-lr (use about a tenth of it for --finetune-lr).
+    ///
+    /// Example: kestrel-train lr-find --data photos/ --out runs/lr
+    LrFind {
+        #[command(flatten)]
+        fit: Box<FitArgs>,
+        /// Smallest learning rate tried.
+        #[arg(long, default_value_t = 1e-6)]
+        start: f64,
+        /// Largest learning rate tried.
+        #[arg(long, default_value_t = 1.0)]
+        end: f64,
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+    },
     /// Write a small labelled photo folder (3 classes) made from the sample photos, to try
     /// `fit` on: kestrel-train sample-data --out photos && kestrel-train fit --data photos
     SampleData {
@@ -213,7 +229,7 @@ fn main() -> ExitCode {
                 matches!(
                     c.downcast_ref(),
                     Some(kestrel_trainer::export::ExportError::Parity { .. })
-                )
+                ) || matches!(c.downcast_ref(), Some(kestrel_trainer::fit::FitError::Diverged { .. }))
             });
             ExitCode::from(if check_failed { 1 } else { 2 })
         }
@@ -235,13 +251,34 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 100.0 * eval.topk,
                 eval.images
             );
-            if !fitted.skipped.is_empty() {
+            if !fitted.data.skipped.is_empty() {
                 println!(
                     "skipped {} unreadable files (listed in report.html)",
-                    fitted.skipped.len()
+                    fitted.data.skipped.len()
                 );
             }
             println!("report: {}", run.0.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LrFind { fit, start, end, steps } => {
+            let config = fit.resolve()?;
+            config.validate()?;
+            let finding = kestrel_trainer::lr_find::lr_find(&config, start, end, steps, &Progress::auto())?;
+            std::fs::create_dir_all(&config.out).with_context(|| format!("creating {}", config.out.display()))?;
+            let plot = config.out.join("lr_find.svg");
+            std::fs::write(&plot, kestrel_trainer::lr_find::plot_svg(&finding))
+                .with_context(|| format!("writing {}", plot.display()))?;
+            let csv: String = std::iter::once("lr,loss\n".to_string())
+                .chain(finding.points.iter().map(|p| format!("{:.6e},{:.6}\n", p.lr, p.loss)))
+                .collect();
+            let csv_path = config.out.join("lr_find.csv");
+            std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+            println!(
+                "suggested --head-lr {:.1e} (steepest descent; lowest loss at {:.1e}) · plot: {}",
+                finding.suggested,
+                finding.min_loss_lr,
+                plot.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::SampleData { out, per_class, size } => {

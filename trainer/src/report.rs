@@ -44,8 +44,8 @@ pub struct Report<'a> {
 /// Export `fitted` into the run folder, evaluate it in the runtime and write the report files.
 /// Returns the runtime evaluation and the export parity.
 pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(Evaluation, f32), ReportError> {
-    let spec = &fitted.spec;
-    let classes = &fitted.dataset.classes;
+    let spec = &fitted.data.spec;
+    let classes = &fitted.data.dataset.classes;
     let mut metadata = Metadata {
         labels: classes.clone(),
         preprocess: spec.clone(),
@@ -58,14 +58,14 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
             tool: format!("kestrel-train {}", kestrel_runtime::VERSION),
             notes: Some(format!(
                 "trained on {} ({} train / {} val images)",
-                fitted.dataset.root.display(),
-                fitted.dataset.train.len(),
-                fitted.dataset.val.len()
+                fitted.data.dataset.root.display(),
+                fitted.data.dataset.train.len(),
+                fitted.data.dataset.val.len()
             )),
         },
     };
     let len = spec.tensor_len();
-    let check: Vec<Vec<f32>> = fitted.val.data.chunks(len).take(4).map(<[f32]>::to_vec).collect();
+    let check: Vec<Vec<f32>> = fitted.data.val.data.chunks(len).take(4).map(<[f32]>::to_vec).collect();
     let model_path = run.model();
     let parity = export::export_bundle(
         &fitted.model,
@@ -76,11 +76,11 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
     )?;
 
     let classifier = Classifier::load(&model_path, &LoadOptions::default())?;
-    let mut logits = Vec::with_capacity(fitted.val.len() * classes.len());
-    for image in fitted.val.data.chunks(len) {
+    let mut logits = Vec::with_capacity(fitted.data.val.len() * classes.len());
+    for image in fitted.data.val.data.chunks(len) {
         logits.extend(classifier.logits(image)?);
     }
-    let evaluation = metrics::evaluate(&logits, &fitted.val.labels, classes);
+    let evaluation = metrics::evaluate(&logits, &fitted.data.val.labels, classes);
     let card_metrics = &mut metadata.model_card.metrics;
     card_metrics.insert("val_top1".into(), evaluation.top1);
     card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
@@ -91,12 +91,12 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
     let report = Report {
         model: model_path,
         classes,
-        train_images: fitted.dataset.train.len(),
-        val_images: fitted.val.len(),
+        train_images: fitted.data.dataset.train.len(),
+        val_images: fitted.data.val.len(),
         export_parity: parity,
         evaluation: &evaluation,
         history: &fitted.history,
-        skipped: &fitted.skipped,
+        skipped: &fitted.data.skipped,
     };
     write_files(&run.0, &report)?;
     Ok((evaluation, parity))

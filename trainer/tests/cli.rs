@@ -15,6 +15,13 @@ fn train_cmd() -> Command {
     c
 }
 
+/// `kestrel-train fit --data DATA --out RUN`.
+fn fit_cmd(data: &Path, run: &Path) -> Command {
+    let mut c = train_cmd();
+    c.arg("fit").arg("--data").arg(data).arg("--out").arg(run);
+    c
+}
+
 fn check(out: &Output) {
     assert!(
         out.status.success(),
@@ -60,14 +67,7 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     let run = dir.path().join("run");
     make_photo_folder(&data, 12, 80, 1).expect("sample data");
 
-    let mut child = train_cmd()
-        .args([
-            "fit",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--out",
-            run.to_str().expect("utf-8"),
-        ])
+    let mut child = fit_cmd(&data, &run)
         .args(SMALL_RUN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -87,16 +87,7 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     assert!(before.len() >= 4 && before.len() < 6, "killed mid-run: {before:?}");
 
     // A second fit into the same folder without --resume is refused rather than overwriting.
-    let again = train_cmd()
-        .args([
-            "fit",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--out",
-            run.to_str().expect("utf-8"),
-        ])
-        .output()
-        .expect("run");
+    let again = fit_cmd(&data, &run).output().expect("run");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
 
@@ -154,11 +145,7 @@ fn bad_data_folders_fail_before_training_with_the_fix() {
     let data = dir.path().join("photos");
     std::fs::create_dir_all(data.join("only")).expect("mkdir");
     std::fs::write(data.join("only/a.jpg"), b"x").expect("write");
-    let out = train_cmd()
-        .args(["fit", "--data", data.to_str().expect("utf-8"), "--out"])
-        .arg(dir.path().join("run"))
-        .output()
-        .expect("run");
+    let out = fit_cmd(&data, &dir.path().join("run")).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only one class (`only`)"), "{err}");
@@ -169,4 +156,31 @@ fn bad_data_folders_fail_before_training_with_the_fix() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("head_epochs"), "{err}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    make_photo_folder(&data, 4, 64, 5).expect("sample data");
+    let out = fit_cmd(&data, &dir.path().join("run"))
+        .args([
+            "--image-size",
+            "32",
+            "--feature-views",
+            "0",
+            "--head-epochs",
+            "2",
+            "--finetune-epochs",
+            "0",
+        ])
+        .args(["--optimizer", "sgd", "--head-lr", "1e30", "--label-smoothing", "0"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training diverged") && err.contains("lower learning rate"),
+        "{err}"
+    );
 }
