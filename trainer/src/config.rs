@@ -97,6 +97,10 @@ pub struct FitConfig {
     pub seed: u64,
     /// Validation share when the data folder is not pre-split.
     pub val_fraction: f64,
+    /// K-fold cross-validation: validate on fold `fold` of `folds` instead of `val_fraction`
+    /// (0 folds = off). `kestrel-train fit --folds K` runs every fold.
+    pub folds: usize,
+    pub fold: usize,
 
     /// Phase 1: epochs training only the new head on the frozen backbone (0 skips it).
     pub head_epochs: usize,
@@ -139,6 +143,8 @@ impl Default for FitConfig {
             batch_size: 32,
             seed: 42,
             val_fraction: 0.1,
+            folds: 0,
+            fold: 0,
             head_epochs: 30,
             head_lr: 1e-3,
             feature_views: 2,
@@ -207,6 +213,9 @@ impl FitConfig {
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1");
+        }
+        if self.folds == 1 || (self.folds > 1 && self.fold >= self.folds) {
+            return bad("folds must be 0 (off) or at least 2, and fold below folds");
         }
         if self.head_epochs + self.finetune_epochs == 0 {
             return bad("head_epochs and finetune_epochs are both 0: nothing to train");

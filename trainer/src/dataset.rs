@@ -63,11 +63,15 @@ pub struct SplitOptions {
     /// Share of each class held out for validation when the folder is not pre-split.
     pub val_fraction: f64,
     pub seed: u64,
+    /// K-fold cross-validation: `(k, i)` validates on fold `i` of `k` (stratified) instead of
+    /// `val_fraction`; the folds partition every class.
+    pub fold: Option<(usize, usize)>,
 }
 
 impl Default for SplitOptions {
     fn default() -> Self {
         SplitOptions {
+            fold: None,
             val_fraction: 0.1,
             seed: 42,
         }
@@ -176,9 +180,23 @@ impl Dataset {
             rng.shuffle(&mut files);
             // At least one image of every class on each side of the split.
             let n_val = ((files.len() as f64 * options.val_fraction).round() as usize).clamp(1, files.len() - 1);
+            let is_val = |i: usize| match options.fold {
+                Some((k, fold)) => i % k == fold,
+                None => i < n_val,
+            };
+            if let Some((k, _)) = options.fold
+                && files.len() < k
+            {
+                return Err(DatasetError::TooFew {
+                    class: name.clone(),
+                    path: root.join(name),
+                    found: files.len(),
+                    needed: k,
+                });
+            }
             for (i, path) in files.into_iter().enumerate() {
                 let sample = Sample { path, label };
-                if i < n_val {
+                if is_val(i) {
                     val.push(sample)
                 } else {
                     train.push(sample)
@@ -299,6 +317,30 @@ mod tests {
         )
         .expect("scan");
         assert_ne!(a.val, c.val, "another seed, another split");
+    }
+
+    #[test]
+    fn folds_partition_every_class() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for class in ["a", "b"] {
+            for i in 0..7 {
+                touch(&dir.path().join(class).join(format!("{i}.png")));
+            }
+        }
+        let mut seen = Vec::new();
+        for fold in 0..3 {
+            let options = SplitOptions {
+                fold: Some((3, fold)),
+                ..SplitOptions::default()
+            };
+            let d = Dataset::scan(dir.path(), &options).expect("scan");
+            assert_eq!(d.train.len() + d.val.len(), 14);
+            assert!(d.val.iter().any(|s| s.label == 0) && d.val.iter().any(|s| s.label == 1));
+            seen.extend(d.val);
+        }
+        seen.sort_by(|a, b| a.path.cmp(&b.path));
+        seen.dedup();
+        assert_eq!(seen.len(), 14, "every image is validated exactly once across folds");
     }
 
     #[test]

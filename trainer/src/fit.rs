@@ -231,6 +231,7 @@ pub fn prepare(config: &FitConfig) -> Result<Prepared, FitError> {
         &SplitOptions {
             val_fraction: config.val_fraction,
             seed: config.seed,
+            fold: (config.folds > 1).then_some((config.folds, config.fold)),
         },
     )?;
     tracing::info!(

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dataset;
 pub mod efficientnet;
 pub mod evaluate;
+pub mod experiments;
 pub mod export;
 pub mod fit;
 pub mod imagenet;

@@ -9,7 +9,7 @@ use kestrel_trainer::backend::Backend;
 use kestrel_trainer::config::{ClassWeights, FitConfig, Monitor, OptimizerKind, Schedule};
 use kestrel_trainer::fit::{self, RunDir};
 use kestrel_trainer::progress::Progress;
-use kestrel_trainer::{assets, evaluate, pretrained, report};
+use kestrel_trainer::{assets, evaluate, experiments, pretrained, report};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,17 @@ enum Command {
     ///   kestrel-train fit --data photos/ --out runs/birds
     ///   kestrel-train fit --config runs/birds/config.toml --resume
     Fit(Box<FitArgs>),
+    /// Run a grid of settings (cartesian product), each a full run under out/trial-NN, and
+    /// print a leaderboard by validation accuracy. Finished trials are reused on a re-run.
+    ///
+    /// Example: kestrel-train sweep --data photos/ --out runs/sweep --grid lr=1e-3,3e-4 --grid label-smoothing=0,0.1
+    Sweep {
+        #[command(flatten)]
+        fit: Box<FitArgs>,
+        /// KEY=V1,V2,… over a config.toml key (`lr` is head_lr; dashes read as underscores).
+        #[arg(long = "grid", required = true)]
+        grid: Vec<experiments::Axis>,
+    },
     /// Learning-rate range test for the head: plots loss against LR (lr_find.svg in --out) and
     /// suggests a --head-lr (use about a tenth of it for --finetune-lr).
     ///
@@ -121,6 +132,9 @@ struct FitArgs {
     /// Validation share when DATA is not pre-split.
     #[arg(long)]
     val_fraction: Option<f64>,
+    /// K-fold cross-validation: K full runs (out/fold-0 …), reported as mean ± std.
+    #[arg(long)]
+    folds: Option<usize>,
     /// Phase 1 epochs (head only, frozen backbone); 0 skips the phase.
     #[arg(long)]
     head_epochs: Option<usize>,
@@ -201,7 +215,7 @@ impl FitArgs {
             dropout,
             label_smoothing
         );
-        set!(schedule, class_weights, grad_clip, monitor, workers);
+        set!(schedule, class_weights, grad_clip, monitor, workers, folds);
         if let Some(p) = self.patience {
             c.early_stopping_patience = p;
         }
@@ -238,8 +252,36 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Sweep { fit, grid } => {
+            let config = fit.resolve()?;
+            config.validate()?;
+            let trials = experiments::sweep(&config, &grid, &Progress::auto())?;
+            print!("{}", experiments::leaderboard(&trials));
+            experiments::write_json(&config.out.join("leaderboard.json"), &trials)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fit(args) => {
             let config = args.resolve()?;
+            if config.folds > 1 {
+                let summary = experiments::cross_validate(&config, config.folds, &Progress::auto())?;
+                for t in &summary.folds {
+                    println!(
+                        "{}: val top-1 {:.1}% ({} images) · {}",
+                        t.name,
+                        100.0 * t.val_top1,
+                        t.val_images,
+                        t.run.display()
+                    );
+                }
+                println!(
+                    "{}-fold cross-validation: top-1 {:.1}% ± {:.1}",
+                    config.folds,
+                    100.0 * summary.mean_top1,
+                    100.0 * summary.std_top1
+                );
+                experiments::write_json(&config.out.join("folds.json"), &summary)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let run = RunDir(config.out.clone());
             let fitted = fit::fit(&config, args.resume, &Progress::auto())?;
             let (eval, parity) = report::finish(&run, &fitted, assets::LITE0_WEIGHTS_SOURCE)?;

@@ -184,3 +184,76 @@ fn a_diverging_run_stops_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn folds_and_sweeps_run_full_trials_and_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    make_photo_folder(&data, 4, 64, 8).expect("sample data");
+    let quick = [
+        "--image-size",
+        "32",
+        "--feature-views",
+        "0",
+        "--head-epochs",
+        "2",
+        "--finetune-epochs",
+        "0",
+    ];
+
+    let cv = dir.path().join("cv");
+    let out = fit_cmd(&data, &cv)
+        .args(quick)
+        .args(["--folds", "2"])
+        .output()
+        .expect("folds");
+    check(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2-fold cross-validation: top-1"), "{text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cv.join("folds.json")).expect("folds.json")).expect("json");
+    assert_eq!(summary["folds"].as_array().expect("folds").len(), 2);
+    let images: u64 = (0..2)
+        .map(|i| summary["folds"][i]["val_images"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(images, 12, "the folds validate every image once");
+
+    let sweep_dir = dir.path().join("sweep");
+    let sweep = || {
+        train_cmd()
+            .args(["sweep", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&sweep_dir)
+            .args(quick)
+            .args(["--grid", "lr=1e-2,1e-3", "--grid", "optimizer=adamw"])
+            .output()
+            .expect("sweep")
+    };
+    let first = sweep();
+    check(&first);
+    let board = String::from_utf8_lossy(&first.stdout).into_owned();
+    println!("{board}");
+    assert_eq!(board.lines().filter(|l| l.contains("head_lr=")).count(), 2, "{board}");
+    let modified = |trial: &str| {
+        std::fs::metadata(sweep_dir.join(trial).join("model.onnx"))
+            .and_then(|m| m.modified())
+            .expect("model.onnx of a trial")
+    };
+    let before = (modified("trial-00"), modified("trial-01"));
+    check(&sweep());
+    assert_eq!(
+        before,
+        (modified("trial-00"), modified("trial-01")),
+        "finished trials are reused, not rerun"
+    );
+
+    let bad = train_cmd()
+        .args(["sweep", "--data"])
+        .arg(&data)
+        .args(["--grid", "no_such_key=1"])
+        .output()
+        .expect("sweep");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no such setting"));
+}
