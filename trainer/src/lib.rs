@@ -20,6 +20,7 @@ pub mod images;
 pub mod lr_find;
 pub mod metrics;
 pub mod onnx_graph;
+pub mod plots;
 pub mod pretrained;
 pub mod progress;
 pub mod report;

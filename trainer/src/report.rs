@@ -1,6 +1,7 @@
 //! The end of a run: export the bundle, evaluate it through the runtime (the deployment code
 //! path, not Burn), and write what a person reads: `report.html` with the training curves and the
-//! confusion matrix (also as `curves.svg` and `confusion.svg`), `report.json` for scripts.
+//! confusion matrix (also as `curves.svg`/`.png` and `confusion.svg`/`.png`), `report.json` for
+//! scripts.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,16 @@ fn write_files(dir: &Path, report: &Report) -> Result<(), FitError> {
     let confusion = confusion_svg(&report.evaluation.matrix, report.classes);
     write_text(&dir.join("curves.svg"), &curves)?;
     write_text(&dir.join("confusion.svg"), &confusion)?;
+    // A plot that cannot be drawn must not fail a finished training run: warn and go on.
+    let pngs = [
+        crate::plots::curves_png(report.history, &dir.join("curves.png")),
+        crate::plots::confusion_png(&report.evaluation.matrix, report.classes, &dir.join("confusion.png")),
+    ];
+    for result in pngs {
+        if let Err(e) = result {
+            tracing::warn!("{e}");
+        }
+    }
     write_text(
         &dir.join("report.json"),
         &serde_json::to_string_pretty(report).unwrap_or_default(),
