@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod experiments;
 pub mod export;
 pub mod fit;
+pub mod idx;
 pub mod imagenet;
 pub mod images;
 pub mod lr_find;

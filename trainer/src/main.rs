@@ -77,6 +77,22 @@ enum Command {
         #[arg(long, default_value_t = 160)]
         size: u32,
     },
+    /// Convert an IDX data set (MNIST layout, e.g. Debian's dataset-fashion-mnist, gunzipped)
+    /// into DATA/<class>/<index>.png.
+    ImportIdx {
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Class names in label order, comma-separated (default: Fashion-MNIST's).
+        #[arg(long, value_delimiter = ',')]
+        names: Option<Vec<String>>,
+        /// Images per class (the first ones in file order).
+        #[arg(long, default_value_t = usize::MAX)]
+        per_class: usize,
+    },
     /// Evaluate a bundle on DATA/<class>/<image> through the runtime: accuracy, per-class
     /// precision/recall and the most-confused pairs.
     Eval {
@@ -328,6 +344,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!(
                 "wrote {} classes × {per_class} images under {}",
                 dirs.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportIdx {
+            images,
+            labels,
+            out,
+            names,
+            per_class,
+        } => {
+            let names = names.unwrap_or_else(|| {
+                kestrel_trainer::idx::FASHION_MNIST
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+            let counts = kestrel_trainer::idx::import(&images, &labels, &names, per_class, &out)?;
+            println!(
+                "wrote {} images in {} classes under {}",
+                counts.iter().sum::<usize>(),
+                names.len(),
                 out.display()
             );
             Ok(ExitCode::SUCCESS)

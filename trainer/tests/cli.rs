@@ -49,6 +49,18 @@ const SMALL_RUN: [&str; 14] = [
     "0",
 ];
 
+/// Two head-only epochs at 32 px, no augmented views: the cheapest complete run.
+const HEAD_ONLY_32PX: [&str; 8] = [
+    "--image-size",
+    "32",
+    "--feature-views",
+    "0",
+    "--head-epochs",
+    "2",
+    "--finetune-epochs",
+    "0",
+];
+
 fn metrics_rows(run: &Path) -> Vec<String> {
     std::fs::read_to_string(run.join("metrics.csv"))
         .unwrap_or_default()
@@ -164,16 +176,7 @@ fn a_diverging_run_stops_with_a_clear_message() {
     let data = dir.path().join("photos");
     make_photo_folder(&data, 4, 64, 5).expect("sample data");
     let out = fit_cmd(&data, &dir.path().join("run"))
-        .args([
-            "--image-size",
-            "32",
-            "--feature-views",
-            "0",
-            "--head-epochs",
-            "2",
-            "--finetune-epochs",
-            "0",
-        ])
+        .args(HEAD_ONLY_32PX)
         .args(["--optimizer", "sgd", "--head-lr", "1e30", "--label-smoothing", "0"])
         .output()
         .expect("run");
@@ -190,16 +193,7 @@ fn folds_and_sweeps_run_full_trials_and_report() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("photos");
     make_photo_folder(&data, 4, 64, 8).expect("sample data");
-    let quick = [
-        "--image-size",
-        "32",
-        "--feature-views",
-        "0",
-        "--head-epochs",
-        "2",
-        "--finetune-epochs",
-        "0",
-    ];
+    let quick = HEAD_ONLY_32PX;
 
     let cv = dir.path().join("cv");
     let out = fit_cmd(&data, &cv)
