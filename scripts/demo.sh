@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 assets=$(scripts/fetch-assets.sh)
-cargo build --release --locked -p kestrel-runtime
-"$CARGO_TARGET_DIR/release/kestrel" classify --model models/efficientnet-lite0-imagenet.onnx \
+# The dev profile optimises every dependency (tract, image) and shares its cache with
+# scripts/test.sh; `cargo build --release -p kestrel-runtime` makes the deployable binary.
+cargo build --locked -p kestrel-runtime
+"$CARGO_TARGET_DIR/debug/kestrel" classify --model models/efficientnet-lite0-imagenet.onnx \
     "$assets"/samples/chelsea.png "$assets"/samples/coffee.png "$assets"/samples/astronaut.png \
     "$assets"/samples/rocket.jpg "$assets"/samples/motorcycle_left.png "$@"

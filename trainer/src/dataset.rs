@@ -78,7 +78,8 @@ impl Default for SplitOptions {
     }
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether `path` has an image file extension (case-insensitive).
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use kestrel_runtime::{Classifier, LoadOptions};
 use rayon::prelude::*;
 
-use crate::dataset::{IMAGE_EXTENSIONS, Sample};
+use crate::dataset::{Sample, is_image};
 use crate::images::{self, Skipped};
 use crate::metrics::{self, Evaluation};
 
@@ -58,11 +58,7 @@ pub fn evaluate_folder(model: &Path, data: &Path) -> Result<(Evaluation, Vec<Ski
             })?;
         for file in read(&dir)?.flatten() {
             let path = file.path();
-            let is_image = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            if is_image {
+            if is_image(&path) {
                 samples.push(Sample { path, label });
             }
         }
