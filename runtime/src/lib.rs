@@ -4,6 +4,7 @@
 //! Layers, bottom up: [`preprocess`] (image → tensor, the only copy of that code in Kestrel),
 //! [`bundle`] (the metadata contract), [`decode`] (files → images), [`classifier`] (tract).
 
+pub mod bench;
 pub mod bundle;
 pub mod classifier;
 pub mod decode;

@@ -30,6 +30,27 @@ enum Command {
     ///
     /// Example: kestrel classify --model models/efficientnet-lite0-imagenet.onnx cat.jpg dog.png
     Classify(ClassifyArgs),
+    /// Time bundles side by side in one process: load time, p50/p95 latency, images/s, memory.
+    ///
+    /// Inferences interleave (A, B, A, B, …) so machine noise hits every model alike; the last
+    /// column is each model's speed relative to the first.
+    ///
+    /// Example: kestrel bench --model model.onnx --model model.int8.onnx --threads 2
+    Bench {
+        /// A model bundle; repeat to compare.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// Timed inferences per model.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// Untimed inferences per model first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: u16,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Print a bundle's labels, preprocessing and model card.
     Info {
         /// The model bundle (.onnx with kestrel.* metadata).
@@ -74,6 +95,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => classify(&args),
         Command::Info { model } => info(&model),
+        Command::Bench {
+            models,
+            iterations,
+            warmup,
+            threads,
+            format,
+        } => bench(&models, iterations, warmup, threads.into(), format),
     };
     match result {
         Ok(code) => code,
@@ -124,6 +152,22 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(exit::SOME_INPUTS_FAILED)
     })
+}
+
+fn bench(
+    models: &[PathBuf],
+    iterations: usize,
+    warmup: usize,
+    threads: usize,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let report = kestrel_runtime::bench::run(models, &LoadOptions { threads }, warmup, iterations.max(1))
+        .context("benchmarking")?;
+    match format {
+        Format::Text => print!("{}", kestrel_runtime::bench::table(&report)),
+        Format::Jsonl => println!("{}", serde_json::to_string(&report)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn info(model: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -152,3 +152,49 @@ fn info_describes_the_shipped_bundle() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_compares_models_side_by_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy.onnx");
+    std::fs::copy(repo_root().join("models/efficientnet-lite0-imagenet.onnx"), &copy).expect("copy");
+    let out = kestrel(&[
+        "bench",
+        "--model",
+        "models/efficientnet-lite0-imagenet.onnx",
+        "--model",
+        copy.to_str().expect("utf-8"),
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(r["iterations"], 3);
+        let (p50, p95) = (r["p50_ms"].as_f64().expect("p50"), r["p95_ms"].as_f64().expect("p95"));
+        assert!(p50 > 0.0 && p95 >= p50, "{r}");
+        assert_eq!(r["precision"], "float32");
+        assert!(r["file_bytes"].as_u64().expect("size") > 10_000_000);
+    }
+    assert!(report["peak_rss_mib"].as_f64().expect("rss") > 0.0);
+
+    let text = kestrel(&[
+        "bench",
+        "--model",
+        "models/efficientnet-lite0-imagenet.onnx",
+        "--iterations",
+        "2",
+    ]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert!(
+        stdout(&text).contains("p50 ms") && stdout(&text).contains("1.00×"),
+        "{}",
+        stdout(&text)
+    );
+}
