@@ -122,7 +122,7 @@ fn file_size(path: &Path) -> u64 {
 pub fn table(report: &BenchReport) -> String {
     let base = report.results.first().map_or(f64::NAN, |r| r.p50_ms);
     let mut s = format!(
-        "{:<44} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}\n",
+        "{:<44} {:>16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}\n",
         "model", "precision", "size MiB", "load ms", "p50 ms", "p95 ms", "img/s", "+RSS MiB", "vs #1"
     );
     for r in &report.results {
@@ -133,7 +133,7 @@ pub fn table(report: &BenchReport) -> String {
             name
         };
         s += &format!(
-            "{:<44} {:>9} {:>9.1} {:>9.0} {:>9.2} {:>8.2} {:>8.1} {:>9.1} {:>6.2}×\n",
+            "{:<44} {:>16} {:>9.1} {:>9.0} {:>9.2} {:>8.2} {:>8.1} {:>9.1} {:>6.2}×\n",
             name,
             r.precision,
             r.file_bytes as f64 / 1048576.0,

@@ -451,3 +451,55 @@ fn corrupted_checkpoints_are_refused_clearly() {
         );
     }
 }
+
+/// Weight-only int8 of the shipped ImageNet bundle: a quarter of the size, every Conv/Gemm
+/// weight stored as int8, and the sample photos keep their top-1 class.
+#[test]
+fn weight_only_int8_bundle_keeps_its_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("imagenet.int8.onnx");
+    let n = kestrel_trainer::quantize::quantize_bundle(&shipped_imagenet_bundle(), &out).expect("quantize");
+    assert_eq!(n, 50, "49 convolutions and the classifier");
+    let (float_size, int8_size) = (
+        std::fs::metadata(shipped_imagenet_bundle()).expect("float").len(),
+        std::fs::metadata(&out).expect("int8").len(),
+    );
+    println!("weight-only int8: {float_size} → {int8_size} bytes");
+    assert!(int8_size * 10 < float_size * 3, "{int8_size} vs {float_size}");
+
+    let bundle = Bundle::read(&out).expect("valid bundle");
+    assert_eq!(bundle.metadata.model_card.precision, "int8-weight-only");
+    let graph = bundle.proto.graph.as_ref().expect("graph");
+    let int8 = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == pb::tensor_proto::DataType::Int8 as i32)
+        .count();
+    assert_eq!(int8, 50);
+    assert_eq!(
+        graph.node.iter().filter(|n| n.op_type == "DequantizeLinear").count(),
+        50
+    );
+
+    let float = Classifier::load(&shipped_imagenet_bundle(), &LoadOptions::default()).expect("float");
+    let int8 = Classifier::load(&out, &LoadOptions::default()).expect("int8");
+    for name in [
+        "chelsea.png",
+        "coffee.png",
+        "astronaut.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+    ] {
+        let img = sample(name);
+        let (a, b) = (float.classify(&img).expect("float"), int8.classify(&img).expect("int8"));
+        let (ta, tb) = (a.top_k(float.labels(), 1), b.top_k(int8.labels(), 1));
+        assert_eq!(ta[0].index, tb[0].index, "{name}: float {ta:?} vs int8 {tb:?}");
+        let diff = a
+            .probabilities
+            .iter()
+            .zip(&b.probabilities)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 0.05, "{name}: probabilities moved by {diff}");
+    }
+}

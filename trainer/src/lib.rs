@@ -24,6 +24,7 @@ pub mod onnx_graph;
 pub mod plots;
 pub mod pretrained;
 pub mod progress;
+pub mod quantize;
 pub mod report;
 pub mod sample_data;
 pub mod weights;

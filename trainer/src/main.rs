@@ -77,6 +77,18 @@ enum Command {
         #[arg(long, default_value_t = 160)]
         size: u32,
     },
+    /// Quantise a float bundle to int8. Scheme `weight-only`: Conv/Gemm weights int8 per
+    /// output channel, activations float (4× smaller file, float speed in tract).
+    ///
+    /// Example: kestrel-train quantize --model runs/exp/model.onnx --out runs/exp/model.int8.onnx
+    Quantize {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Scheme::WeightOnly)]
+        scheme: Scheme,
+    },
     /// Convert an IDX data set (MNIST layout, e.g. Debian's dataset-fashion-mnist, gunzipped)
     /// into DATA/<class>/<index>.png.
     ImportIdx {
@@ -119,6 +131,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Flex)]
         backend: Backend,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Scheme {
+    /// int8 weights (per output channel), float activations.
+    WeightOnly,
 }
 
 /// Flags mirror the keys of config.toml; a flag overrides the file.
@@ -345,6 +363,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "wrote {} classes × {per_class} images under {}",
                 dirs.len(),
                 out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quantize { model, out, scheme } => {
+            let Scheme::WeightOnly = scheme;
+            let n = kestrel_trainer::quantize::quantize_bundle(&model, &out)
+                .with_context(|| format!("quantising {}", model.display()))?;
+            let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+            println!(
+                "{} · {n} weight tensors int8 · {:.1} MiB → {:.1} MiB",
+                out.display(),
+                size(&model),
+                size(&out)
             );
             Ok(ExitCode::SUCCESS)
         }
