@@ -373,7 +373,7 @@ fn dataset_edge_cases_and_the_feature_cache() {
         .into_data()
         .try_into_vec::<f32>()
         .expect("logits");
-    let direct = fit::predict(&model, &prepared.spec, &prepared.val.data, 4, &device);
+    let direct = fit::predict(&model, &prepared.spec, &prepared.val.data, 4, &device).expect("predict");
     let diff = via_cache
         .iter()
         .zip(&direct)

@@ -64,6 +64,8 @@ pub enum FitError {
     },
     #[error("{path} exists from an earlier run; pass --resume to continue it, or choose another --out")]
     RunExists { path: PathBuf },
+    #[error("reading a tensor back from the device failed: {0}")]
+    Tensor(String),
     #[error("--resume: no checkpoint at {path}")]
     NothingToResume { path: PathBuf },
 }
@@ -175,8 +177,10 @@ pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(data, [labels.len()]), device)
 }
 
-fn to_vec(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap_or_default()
+fn to_vec(t: Tensor<2>) -> Result<Vec<f32>, FitError> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| FitError::Tensor(format!("{e:?}")))
 }
 
 /// Oriented so that lower is better.
@@ -207,7 +211,7 @@ fn features_of(
             .enumerate()
             .try_for_each(|(i, chunk)| fill(start + i, chunk))?;
         let x = Tensor::<4>::from_data(TensorData::new(data, spec.batch_shape(end - start)), device);
-        out.extend(to_vec(model.features(x)));
+        out.extend(to_vec(model.features(x))?);
         bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
@@ -403,7 +407,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         let bytes = if resume { optim_bytes } else { Vec::new() };
         model = finetune_phase(config, &run, &data, model, &mut state, &bytes, progress)?;
     }
-    let logits = predict(&model, &data.spec, &data.val.data, config.batch_size, &device);
+    let logits = predict(&model, &data.spec, &data.val.data, config.batch_size, &device)?;
     let validation = metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes);
     Ok(Fitted {
         model,
@@ -426,16 +430,22 @@ fn new_state(phase: Phase, history: Vec<EpochRow>) -> RunState {
 }
 
 /// Logits of preprocessed images, in batches, in inference mode.
-pub fn predict(model: &EfficientNet, spec: &PreprocessSpec, data: &[f32], batch: usize, device: &Device) -> Vec<f32> {
+pub fn predict(
+    model: &EfficientNet,
+    spec: &PreprocessSpec,
+    data: &[f32],
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<f32>, FitError> {
     let model = model.valid();
     let len = spec.tensor_len();
     let mut out = Vec::new();
     for chunk in data.chunks(len * batch.max(1)) {
         let n = chunk.len() / len;
         let x = Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), spec.batch_shape(n)), device);
-        out.extend(to_vec(model.forward(x)));
+        out.extend(to_vec(model.forward(x))?);
     }
-    out
+    Ok(out)
 }
 
 /// Stop at the first non-finite loss, before the optimiser spreads it into the weights; the
@@ -618,7 +628,7 @@ fn head_phase(
             ) * state.lr_scale;
             head = optim.step(lr, head, grads);
         }
-        let val_logits = to_vec(head.valid().forward(val_x.clone()));
+        let val_logits = to_vec(head.valid().forward(val_x.clone()))?;
         let eval = metrics::evaluate(&val_logits, &data.val.labels, &data.dataset.classes);
         model.fc = head.valid();
         let train = EpochTrain {
@@ -723,7 +733,7 @@ fn finetune_phase(
         }
         bar.finish_and_clear();
         let eval_model = model.valid();
-        let logits = predict(&eval_model, spec, &data.val.data, config.batch_size, &device);
+        let logits = predict(&eval_model, spec, &data.val.data, config.batch_size, &device)?;
         let eval = metrics::evaluate(&logits, &data.val.labels, &dataset.classes);
         let train = EpochTrain {
             phase: Phase::Finetune,
