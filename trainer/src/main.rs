@@ -327,6 +327,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 100.0 * eval.topk,
                 eval.images
             );
+            let (int8, q) = report::quantize(&run, &fitted)?;
+            println!(
+                "{} · int8 weight-only · val top-1 {:.1}% ({:+.1} pt vs float)",
+                int8.display(),
+                100.0 * q.top1,
+                100.0 * (q.top1 - eval.top1)
+            );
             if !fitted.data.skipped.is_empty() {
                 println!(
                     "skipped {} unreadable files (listed in report.html)",

@@ -26,6 +26,8 @@ pub enum ReportError {
     Classifier(#[from] kestrel_runtime::ClassifierError),
     #[error(transparent)]
     Bundle(#[from] kestrel_runtime::BundleError),
+    #[error(transparent)]
+    Quantize(#[from] crate::quantize::QuantizeError),
 }
 
 #[derive(Debug, Serialize)]
@@ -76,12 +78,7 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
         crate::pretrained::PARITY_TOLERANCE,
     )?;
 
-    let classifier = Classifier::load(&model_path, &LoadOptions::default())?;
-    let mut logits = Vec::with_capacity(fitted.data.val.len() * classes.len());
-    for image in fitted.data.val.data.chunks(len) {
-        logits.extend(classifier.logits(image)?);
-    }
-    let evaluation = metrics::evaluate(&logits, &fitted.data.val.labels, classes);
+    let evaluation = evaluate_in_runtime(&model_path, fitted)?;
     let card_metrics = &mut metadata.model_card.metrics;
     card_metrics.insert("val_top1".into(), evaluation.top1);
     card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
@@ -101,6 +98,36 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
     };
     write_files(&run.0, &report)?;
     Ok((evaluation, parity))
+}
+
+/// The validation split through the runtime and the bundle at `model` (the deployment path).
+pub fn evaluate_in_runtime(model: &Path, fitted: &Fitted) -> Result<Evaluation, ReportError> {
+    let classifier = Classifier::load(model, &LoadOptions::default())?;
+    let len = fitted.data.spec.tensor_len();
+    let mut logits = Vec::with_capacity(fitted.data.val.len() * fitted.data.dataset.classes.len());
+    for image in fitted.data.val.data.chunks(len) {
+        logits.extend(classifier.logits(image)?);
+    }
+    Ok(metrics::evaluate(
+        &logits,
+        &fitted.data.val.labels,
+        &fitted.data.dataset.classes,
+    ))
+}
+
+/// The run's int8 bundle (`model.int8.onnx`, weight-only scheme), evaluated like the float one;
+/// its model card gets its own validation metrics.
+pub fn quantize(run: &RunDir, fitted: &Fitted) -> Result<(PathBuf, Evaluation), ReportError> {
+    let out = run.0.join("model.int8.onnx");
+    crate::quantize::quantize_bundle(&run.model(), &out)?;
+    let evaluation = evaluate_in_runtime(&out, fitted)?;
+    let Bundle { proto, mut metadata } = Bundle::read(&out)?;
+    let card_metrics = &mut metadata.model_card.metrics;
+    card_metrics.insert("val_top1".into(), evaluation.top1);
+    card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
+    card_metrics.insert("val_images".into(), evaluation.images as f64);
+    Bundle::write(proto, &metadata, &out)?;
+    Ok((out, evaluation))
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), FitError> {

@@ -129,10 +129,17 @@ fn a_killed_fit_resumes_and_loses_nothing() {
         "report.json",
         "curves.svg",
         "confusion.svg",
+        "curves.png",
+        "confusion.png",
         "config.toml",
+        "model.int8.onnx",
     ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
+
+    let int8 = kestrel_runtime::Bundle::read(&run.join("model.int8.onnx")).expect("int8 bundle");
+    assert_eq!(int8.metadata.model_card.precision, "int8-weight-only");
+    assert!(int8.metadata.model_card.metrics.contains_key("val_top1"));
 
     // eval through the runtime on fresh images of the same classes.
     let fresh = dir.path().join("fresh");
