@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use kestrel_runtime::bundle::Metadata;
 use kestrel_trainer::backend::Backend;
+use kestrel_trainer::config::FitConfig;
 use kestrel_trainer::efficientnet::EfficientNet;
 use kestrel_trainer::export;
 use kestrel_trainer::pretrained;
@@ -38,4 +39,25 @@ pub fn export_small_bundle(dir: &Path, name: &str, classes: usize, size: u32) ->
     let proto = export::model_proto(&model, size as usize, size as usize)?;
     kestrel_runtime::Bundle::write(proto, &metadata, &path)?;
     Ok(path)
+}
+
+/// The small run every backend is held to: 3 classes × 8 sample-photo variants at 64 px, a 25%
+/// validation split, 4 head epochs on cached features (plain + one augmented view), then
+/// `finetune_epochs` epochs of the top block. Data goes under `dir/photos`, the run `dir/run`.
+pub fn sample_photo_run(dir: &Path, backend: Backend, finetune_epochs: usize) -> anyhow::Result<FitConfig> {
+    let data = dir.join("photos");
+    kestrel_trainer::sample_data::make_photo_folder(&data, 8, 64, 21)?;
+    Ok(FitConfig {
+        data,
+        out: dir.join("run"),
+        backend,
+        image_size: 64,
+        batch_size: 8,
+        val_fraction: 0.25,
+        head_epochs: 4,
+        feature_views: 1,
+        finetune_epochs,
+        unfreeze_blocks: 1,
+        ..FitConfig::default()
+    })
 }

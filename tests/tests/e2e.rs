@@ -270,7 +270,6 @@ fn missing_assets_name_the_fix() {
 /// short two-phase fit runs on it. CI installs mesa-vulkan-drivers (scripts/test.sh).
 #[test]
 fn wgpu_backend_matches_flex_and_trains() {
-    use kestrel_trainer::config::{Augment, FitConfig};
     use kestrel_trainer::fit;
     use kestrel_trainer::progress::Progress;
 
@@ -289,25 +288,10 @@ fn wgpu_backend_matches_flex_and_trains() {
     assert!(diff < 1e-2, "wgpu and flex disagree: {diff}");
     assert_eq!(top1(&gpu[..1000]), top1(&cpu[..1000]));
 
-    // The same data and settings as the ndarray test below, plus one fine-tuning epoch so the
-    // backward pass runs on wgpu too: the accuracy must land in the same band.
+    // The same run as the ndarray test below, plus one fine-tuning epoch so the backward pass
+    // runs on wgpu too: the accuracy must land in the same band.
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("photos");
-    kestrel_trainer::sample_data::make_photo_folder(&data, 8, 64, 21).expect("sample data");
-    let config = FitConfig {
-        data,
-        out: dir.path().join("run"),
-        backend: Backend::Wgpu,
-        image_size: 64,
-        batch_size: 8,
-        val_fraction: 0.25,
-        head_epochs: 4,
-        feature_views: 1,
-        finetune_epochs: 1,
-        unfreeze_blocks: 1,
-        augment: Augment::none(),
-        ..FitConfig::default()
-    };
+    let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Wgpu, 1).expect("sample data");
     let fitted = fit::fit(&config, false, &Progress::plain()).expect("fit on wgpu");
     assert_eq!(fitted.history.len(), 5);
     assert!(
@@ -388,25 +372,11 @@ fn dataset_edge_cases_and_the_feature_cache() {
 /// The head phase alone, on the ndarray backend, learns the sample classes.
 #[test]
 fn ndarray_head_training_reaches_high_accuracy() {
-    use kestrel_trainer::config::FitConfig;
     use kestrel_trainer::fit;
     use kestrel_trainer::progress::Progress;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("photos");
-    kestrel_trainer::sample_data::make_photo_folder(&data, 8, 64, 21).expect("sample data");
-    let config = FitConfig {
-        data,
-        out: dir.path().join("run"),
-        backend: Backend::Ndarray,
-        image_size: 64,
-        batch_size: 8,
-        val_fraction: 0.25,
-        head_epochs: 4,
-        feature_views: 1,
-        finetune_epochs: 0,
-        ..FitConfig::default()
-    };
+    let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Ndarray, 0).expect("sample data");
     let fitted = fit::fit(&config, false, &Progress::plain()).expect("fit on ndarray");
     println!("ndarray head-only: val top-1 {:.1}%", 100.0 * fitted.validation.top1);
     assert!(fitted.validation.top1 >= 0.9, "{:?}", fitted.validation);
