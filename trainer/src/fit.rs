@@ -377,7 +377,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
     let device = config.backend.device();
     device.seed(config.seed);
     let fresh = || pretrained_model(config, data.dataset.classes.len(), &device);
-    let (mut model, mut state, optim_bytes) = if resume {
+    let (mut model, mut state, mut optim_bytes) = if resume {
         let ckpt = checkpoint::load(&run.last(), fresh()?)?;
         tracing::info!(
             phase = ?ckpt.state.phase,
@@ -397,6 +397,9 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
 
     if state.phase == Phase::Head {
         model = head_phase(config, &run, &data, model, &mut state, &optim_bytes, progress)?;
+        // Resumed optimiser state belongs to the head's optimiser; fine-tuning starts its own,
+        // as it does in a run that was never interrupted.
+        optim_bytes.clear();
         // The best value carries over: fine-tuning must beat the head's best to replace it.
         let best = state.best;
         state = new_state(Phase::Finetune, std::mem::take(&mut state.history));
@@ -404,8 +407,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         checkpoint::save(&run.last(), &state, &model, None)?;
     }
     if config.finetune_epochs > 0 {
-        let bytes = if resume { optim_bytes } else { Vec::new() };
-        model = finetune_phase(config, &run, &data, model, &mut state, &bytes, progress)?;
+        model = finetune_phase(config, &run, &data, model, &mut state, &optim_bytes, progress)?;
     }
     let logits = predict(&model, &data.spec, &data.val.data, config.batch_size, &device)?;
     let validation = metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes);
