@@ -70,65 +70,61 @@ fn warn_skipped(skipped: &[Skipped]) {
     }
 }
 
-/// Decode `samples` in parallel for augmentation; shorter side capped at `shorter_side`.
-pub fn decode_for_training(samples: &[Sample], shorter_side: u32) -> DecodedSet {
-    let results: Vec<Result<(DynamicImage, usize), Skipped>> = samples
+/// `work` on every sample in parallel; failures become [`Skipped`] entries (one warning each),
+/// successes keep their label. Order follows `samples`.
+fn for_each_sample<T: Send>(
+    samples: &[Sample],
+    work: impl Fn(&Sample) -> Result<T, String> + Sync,
+) -> (Vec<(T, usize)>, Vec<Skipped>) {
+    let results: Vec<Result<(T, usize), Skipped>> = samples
         .par_iter()
         .map(|s| {
-            load_image(&s.path)
-                .map(|img| (DynamicImage::ImageRgb8(shrink(img, shorter_side)), s.label))
-                .map_err(|e| Skipped {
-                    path: s.path.clone(),
-                    reason: e.to_string(),
-                })
+            work(s).map(|t| (t, s.label)).map_err(|reason| Skipped {
+                path: s.path.clone(),
+                reason,
+            })
         })
         .collect();
-    let mut set = DecodedSet {
-        images: Vec::new(),
-        labels: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let (mut ok, mut skipped) = (Vec::new(), Vec::new());
     for r in results {
         match r {
-            Ok((img, label)) => {
-                set.images.push(img);
-                set.labels.push(label);
-            }
-            Err(s) => set.skipped.push(s),
+            Ok(item) => ok.push(item),
+            Err(s) => skipped.push(s),
         }
     }
-    warn_skipped(&set.skipped);
-    set
+    warn_skipped(&skipped);
+    (ok, skipped)
+}
+
+/// Decode `samples` in parallel for augmentation; shorter side capped at `shorter_side`.
+pub fn decode_for_training(samples: &[Sample], shorter_side: u32) -> DecodedSet {
+    let (ok, skipped) = for_each_sample(samples, |s| {
+        load_image(&s.path)
+            .map(|img| DynamicImage::ImageRgb8(shrink(img, shorter_side)))
+            .map_err(|e| e.to_string())
+    });
+    let (images, labels) = ok.into_iter().unzip();
+    DecodedSet {
+        images,
+        labels,
+        skipped,
+    }
 }
 
 /// Decode and preprocess `samples` in parallel through the runtime's own code path.
 pub fn preprocess_for_eval(samples: &[Sample], spec: &PreprocessSpec) -> TensorSet {
-    let results: Vec<Result<(Vec<f32>, usize), Skipped>> = samples
-        .par_iter()
-        .map(|s| {
-            let skipped = |reason: String| Skipped {
-                path: s.path.clone(),
-                reason,
-            };
-            let img = load_image(&s.path).map_err(|e| skipped(e.to_string()))?;
-            let t = preprocess(&img, spec).map_err(|e| skipped(e.to_string()))?;
-            Ok((t, s.label))
-        })
-        .collect();
+    let (ok, skipped) = for_each_sample(samples, |s| {
+        let img = load_image(&s.path).map_err(|e| e.to_string())?;
+        preprocess(&img, spec).map_err(|e| e.to_string())
+    });
     let mut set = TensorSet {
-        data: Vec::new(),
-        labels: Vec::new(),
-        skipped: Vec::new(),
+        data: Vec::with_capacity(ok.len() * spec.tensor_len()),
+        labels: Vec::with_capacity(ok.len()),
+        skipped,
     };
-    for r in results {
-        match r {
-            Ok((t, label)) => {
-                set.data.extend_from_slice(&t);
-                set.labels.push(label);
-            }
-            Err(s) => set.skipped.push(s),
-        }
+    for (t, label) in ok {
+        set.data.extend_from_slice(&t);
+        set.labels.push(label);
     }
-    warn_skipped(&set.skipped);
     set
 }
