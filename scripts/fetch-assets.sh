@@ -4,6 +4,7 @@
 #   $KESTREL_ASSETS (default ~/.cache/kestrel/assets)
 #     weights/efficientnet-lite0-57934424.pth   ImageNet EfficientNet-Lite0 (Apache-2.0)
 #     samples/{chelsea,coffee,...}.png          photos from scikit-image's wheel (BSD-3-Clause)
+#     photos/*.png|jpg                          all 22 of that wheel's photos (int8 calibration)
 #     imagenet/synsets.txt, imagenet/lemmas.txt ImageNet class names, from timm's wheel (Apache-2.0)
 # Idempotent: a second run checks the files and downloads nothing.
 set -euo pipefail
@@ -52,6 +53,13 @@ skimage=$(fetch_wheel scikit-image==0.25.2 \
     --only-binary=:all: --platform manylinux_2_17_x86_64 --python-version 3.11 --implementation cp)
 for photo in chelsea.png coffee.png astronaut.png rocket.jpg motorcycle_left.png; do
     extract "$skimage" "skimage/data/$photo" "$assets/samples/$photo"
+done
+# Every photo of the wheel: calibration and held-out images for the shipped int8 bundle.
+mkdir -p "$assets/photos"
+for photo in astronaut.png brick.png camera.png cell.png chelsea.png clock_motion.png coffee.png coins.png \
+    color.png grass.png gravel.png horse.png hubble_deep_field.jpg ihc.png logo.png moon.png \
+    motorcycle_left.png motorcycle_right.png page.png retina.jpg rocket.jpg text.png; do
+    extract "$skimage" "skimage/data/$photo" "$assets/photos/$photo"
 done
 
 timm=$(fetch_wheel timm==1.0.15 \

@@ -163,6 +163,17 @@ impl Classifier {
         &self.metadata.labels
     }
 
+    /// The ops of tract's optimised graph, in evaluation order: what actually runs, so a test can
+    /// tell integer kernels from a silent fall-back to float.
+    pub fn op_names(&self) -> Vec<String> {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op().name().to_string())
+            .collect()
+    }
+
     /// Logits for one preprocessed image (C·H·W, as [`preprocess`](crate::preprocess) makes it).
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, ClassifierError> {
         let infer = |e: TractError| ClassifierError::Infer {

@@ -155,15 +155,12 @@ fn info_describes_the_shipped_bundle() {
 
 #[test]
 fn bench_compares_models_side_by_side() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let copy = dir.path().join("copy.onnx");
-    std::fs::copy(repo_root().join("models/efficientnet-lite0-imagenet.onnx"), &copy).expect("copy");
     let out = kestrel(&[
         "bench",
         "--model",
         "models/efficientnet-lite0-imagenet.onnx",
         "--model",
-        copy.to_str().expect("utf-8"),
+        "models/efficientnet-lite0-imagenet.int8.onnx",
         "--iterations",
         "3",
         "--warmup",
@@ -179,9 +176,14 @@ fn bench_compares_models_side_by_side() {
         assert_eq!(r["iterations"], 3);
         let (p50, p95) = (r["p50_ms"].as_f64().expect("p50"), r["p95_ms"].as_f64().expect("p95"));
         assert!(p50 > 0.0 && p95 >= p50, "{r}");
-        assert_eq!(r["precision"], "float32");
-        assert!(r["file_bytes"].as_u64().expect("size") > 10_000_000);
     }
+    assert_eq!(results[0]["precision"], "float32");
+    assert_eq!(results[1]["precision"], "int8-weight-only");
+    let size = |r: &serde_json::Value| r["file_bytes"].as_u64().expect("size");
+    assert!(
+        size(&results[1]) * 3 < size(&results[0]),
+        "int8 is under a third of float"
+    );
     assert!(report["peak_rss_mib"].as_f64().expect("rss") > 0.0);
 
     let text = kestrel(&[

@@ -41,3 +41,10 @@ pub fn path(relative: impl AsRef<Path>) -> Result<PathBuf, MissingAsset> {
 pub fn sample(name: &str) -> Result<PathBuf, MissingAsset> {
     path(Path::new("samples").join(name))
 }
+
+/// The folder of all scikit-image photos (`photos/`), which calibrates and checks the shipped
+/// int8 bundle.
+pub fn photos() -> Result<PathBuf, MissingAsset> {
+    let marker = path(Path::new("photos").join("text.png"))?;
+    Ok(marker.parent().map(Path::to_path_buf).unwrap_or(marker))
+}

@@ -131,6 +131,10 @@ pub struct FitConfig {
     pub augment: Augment,
     /// Threads for decoding images (0 = all cores).
     pub workers: usize,
+    /// The int8 bundle the run ends with (`model.int8.onnx`), calibrated on the training split.
+    pub int8_scheme: crate::quantize::Scheme,
+    /// Largest top-1 drop (points) the int8 bundle may show on the validation split.
+    pub int8_max_drop: f64,
 }
 
 impl Default for FitConfig {
@@ -165,6 +169,8 @@ impl Default for FitConfig {
             early_stopping_patience: 5,
             augment: Augment::default(),
             workers: 0,
+            int8_scheme: crate::quantize::Scheme::WeightOnly,
+            int8_max_drop: 1.0,
         }
     }
 }

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kestrel_runtime::bundle::Bundle;
 use kestrel_trainer::backend::Backend;
 use kestrel_trainer::config::{ClassWeights, FitConfig, Monitor, OptimizerKind, Schedule};
 use kestrel_trainer::fit::{self, RunDir};
 use kestrel_trainer::progress::Progress;
+use kestrel_trainer::quantize::Scheme as QScheme;
 use kestrel_trainer::{assets, evaluate, experiments, pretrained, report};
 
 #[derive(Parser)]
@@ -77,17 +79,57 @@ enum Command {
         #[arg(long, default_value_t = 160)]
         size: u32,
     },
-    /// Quantise a float bundle to int8. Scheme `weight-only`: Conv/Gemm weights int8 per
-    /// output channel, activations float (4× smaller file, float speed in tract).
+    /// Quantise a float bundle to int8, calibrated on your own images, and check it before
+    /// writing it.
     ///
-    /// Example: kestrel-train quantize --model runs/exp/model.onnx --out runs/exp/model.int8.onnx
+    /// Calibration reads --calibrate DIR through the runtime's preprocessing. Class folders named
+    /// like the model's labels are split exactly as `fit` splits them: activation ranges come from
+    /// the training split and the gate scores the validation split. Any other folder of images is
+    /// scored by agreement with the float model. The int8 bundle is written only when its top-1
+    /// drop is within --max-drop; otherwise the fallbacks run (the other range method, the other
+    /// weight granularity, the most sensitive layers kept float) and the command exits 1 if none
+    /// passes. It ends with a float vs int8 latency check in tract on this machine.
+    ///
+    /// Example: kestrel-train quantize --model runs/exp1/model.onnx --calibrate data/ --out runs/exp1/model.int8.onnx
     Quantize {
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value_t = Scheme::WeightOnly)]
-        scheme: Scheme,
+        /// Your images: class folders (the training data) or any folder of photos. Required for
+        /// every scheme but weight-only, which without it is written unchecked.
+        #[arg(long, value_name = "DIR")]
+        calibrate: Option<PathBuf>,
+        /// The int8 graph form; weight-only is what tract 0.23.9 runs fastest (docs/benchmarks.md).
+        #[arg(long, value_enum, default_value_t = QScheme::WeightOnly)]
+        scheme: QScheme,
+        /// Activation ranges: both (keep the better), or one.
+        #[arg(long, value_enum, default_value_t = RangeArg::Auto)]
+        ranges: RangeArg,
+        /// One weight scale per tensor instead of per output channel.
+        #[arg(long)]
+        per_tensor: bool,
+        /// Largest accepted top-1 drop against float, in percentage points.
+        #[arg(long, default_value_t = 1.0)]
+        max_drop: f64,
+        /// Fail at once instead of trying the fallbacks.
+        #[arg(long)]
+        no_fallback: bool,
+        /// Calibration images at most.
+        #[arg(long, default_value_t = 512)]
+        images: usize,
+        /// Views per image: 1 = the plain runtime view; more adds augmented crops (useful when
+        /// the folder holds only a few photos).
+        #[arg(long, default_value_t = 1)]
+        views: usize,
+        /// Split seed and validation share; keep them as in `fit` to calibrate on its training split.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        /// Timed inferences per model in the latency check (0 skips it).
+        #[arg(long, default_value_t = 10)]
+        bench_iterations: usize,
     },
     /// Convert an IDX data set (MNIST layout, e.g. Debian's dataset-fashion-mnist, gunzipped)
     /// into DATA/<class>/<index>.png.
@@ -124,6 +166,10 @@ enum Command {
         /// Where to write the bundle.
         #[arg(long, default_value = "models/efficientnet-lite0-imagenet.onnx")]
         out: PathBuf,
+        /// Where to write its int8 form (weight-only, checked against the float bundle on
+        /// held-out crops of the sample photos); the runtime's default model.
+        #[arg(long, default_value = "models/efficientnet-lite0-imagenet.int8.onnx")]
+        int8_out: PathBuf,
         /// Square input size in pixels.
         #[arg(long, default_value_t = pretrained::IMAGENET_SIZE)]
         size: u32,
@@ -133,10 +179,12 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Scheme {
-    /// int8 weights (per output channel), float activations.
-    WeightOnly,
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum RangeArg {
+    /// Try min/max and the 99.99th percentile, keep the more accurate.
+    Auto,
+    Minmax,
+    Percentile,
 }
 
 /// Flags mirror the keys of config.toml; a flag overrides the file.
@@ -212,6 +260,12 @@ struct FitArgs {
     /// Threads for decoding (0 = all cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Form of the int8 bundle the run ends with (see `quantize --help`).
+    #[arg(long, value_enum)]
+    int8_scheme: Option<QScheme>,
+    /// Largest top-1 drop (points) the int8 bundle may show on the validation split.
+    #[arg(long)]
+    int8_max_drop: Option<f64>,
 }
 
 impl FitArgs {
@@ -250,6 +304,7 @@ impl FitArgs {
             label_smoothing
         );
         set!(schedule, class_weights, grad_clip, monitor, workers, folds);
+        set!(int8_scheme, int8_max_drop);
         if let Some(p) = self.patience {
             c.early_stopping_patience = p;
         }
@@ -327,13 +382,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 100.0 * eval.topk,
                 eval.images
             );
-            let (int8, q) = report::quantize(&run, &fitted)?;
-            println!(
-                "{} · int8 weight-only · val top-1 {:.1}% ({:+.1} pt vs float)",
-                int8.display(),
-                100.0 * q.top1,
-                100.0 * (q.top1 - eval.top1)
-            );
+            let (int8, outcome) = report::quantize(&run, &fitted, &config)?;
+            match outcome.chosen() {
+                Some(a) => println!(
+                    "{} · int8 {} · val top-1 {:.1}% ({:+.1} pt vs float)",
+                    int8.display(),
+                    a.label,
+                    100.0 * a.evaluation.top1,
+                    -a.drop_pts
+                ),
+                None => println!(
+                    "no int8 bundle: every candidate lost more than {} pt of top-1 ({}; see quantize.json)",
+                    config.int8_max_drop,
+                    kestrel_trainer::quantize::gate::summary(&outcome)
+                ),
+            }
             if !fitted.data.skipped.is_empty() {
                 println!(
                     "skipped {} unreadable files (listed in report.html)",
@@ -373,17 +436,121 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Quantize { model, out, scheme } => {
-            let Scheme::WeightOnly = scheme;
-            let n = kestrel_trainer::quantize::quantize_bundle(&model, &out)
-                .with_context(|| format!("quantising {}", model.display()))?;
+        Command::Quantize {
+            model,
+            out,
+            calibrate,
+            scheme,
+            ranges,
+            per_tensor,
+            max_drop,
+            no_fallback,
+            images,
+            views,
+            seed,
+            val_fraction,
+            bench_iterations,
+        } => {
+            use kestrel_trainer::quantize::{RangeMethod, gate, inputs};
             let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+            let Some(dir) = calibrate else {
+                if scheme.needs_calibration() {
+                    anyhow::bail!(
+                        "scheme {scheme} needs calibration images: add --calibrate DIR (your training folder)"
+                    );
+                }
+                let n = kestrel_trainer::quantize::quantize_bundle(&model, &out)
+                    .with_context(|| format!("quantising {}", model.display()))?;
+                println!(
+                    "{} · {n} weight tensors int8 · {:.1} MiB → {:.1} MiB · unchecked (add --calibrate DIR to check accuracy)",
+                    out.display(),
+                    size(&model),
+                    size(&out)
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            let float = Bundle::read(&model)?;
+            let options = inputs::InputOptions {
+                images,
+                views,
+                seed,
+                val_fraction,
+            };
+            let data = inputs::from_folder(&dir, &float.metadata.labels, &float.metadata.preprocess, &options)
+                .with_context(|| format!("reading calibration images from {}", dir.display()))?;
+            if !data.skipped.is_empty() {
+                println!("skipped {} unreadable files", data.skipped.len());
+            }
+            let request = gate::Request {
+                scheme,
+                per_channel: !per_tensor,
+                method: match ranges {
+                    RangeArg::Auto => None,
+                    RangeArg::Minmax => Some(RangeMethod::MinMax),
+                    RangeArg::Percentile => Some(RangeMethod::Percentile(gate::PERCENTILE)),
+                },
+                max_drop,
+                fallbacks: !no_fallback,
+            };
+            let outcome = kestrel_trainer::quantize::calibrate_and_write(&float, &model, &data, &request, &out, |a| {
+                eprintln!(
+                    "  tried {:<55} top-1 {:5.1}% ({:+.1} pt) {}",
+                    a.label,
+                    100.0 * a.evaluation.top1,
+                    -a.drop_pts,
+                    if a.passed { "ok" } else { "over --max-drop" }
+                )
+            })
+            .with_context(|| format!("quantising {}", model.display()))?;
             println!(
-                "{} · {n} weight tensors int8 · {:.1} MiB → {:.1} MiB",
+                "calibration: {} tensors · {} held-out · {}",
+                data.calibration.len(),
+                outcome.float.images,
+                gate::summary(&outcome)
+            );
+            let changes = outcome.confusion_changes();
+            if !changes.is_empty() {
+                let shown: Vec<String> = changes
+                    .iter()
+                    .take(5)
+                    .map(|(t, p, d)| format!("{t}→{p} {d:+}"))
+                    .collect();
+                println!("confusion changes (int8 − float): {}", shown.join(" · "));
+            }
+            let report = out.with_extension("quantize.json");
+            std::fs::write(&report, serde_json::to_string_pretty(&outcome)?)
+                .with_context(|| format!("writing {}", report.display()))?;
+            let Some(chosen) = outcome.chosen() else {
+                eprintln!(
+                    "error: no int8 candidate of {} stays within --max-drop {max_drop} pt (tried {}; details in {}). \
+                     Calibrate on more of your images (--images, --views), allow a larger --max-drop, or use \
+                     --scheme weight-only.",
+                    model.display(),
+                    outcome.attempts.len(),
+                    report.display()
+                );
+                return Ok(ExitCode::from(1));
+            };
+            println!(
+                "{} · {} · {:.1} MiB → {:.1} MiB",
                 out.display(),
+                chosen.label,
                 size(&model),
                 size(&out)
             );
+            if bench_iterations > 0 {
+                let bench = kestrel_runtime::bench::run(
+                    &[model.clone(), out.clone()],
+                    &kestrel_runtime::LoadOptions::default(),
+                    2,
+                    bench_iterations,
+                )?;
+                let (f, q) = (bench.results[0].p50_ms, bench.results[1].p50_ms);
+                println!(
+                    "latency (tract, 1 thread, this machine): float {f:.1} ms · int8 {q:.1} ms ({:.2}×)",
+                    f / q
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportIdx {
@@ -435,10 +602,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::ExportImagenet { out, size, backend } => {
+        Command::ExportImagenet {
+            out,
+            int8_out,
+            size,
+            backend,
+        } => {
             let diff = pretrained::export_imagenet(&out, &backend.device(), size)
                 .with_context(|| format!("exporting the ImageNet bundle to {}", out.display()))?;
             println!("wrote {} · Burn↔tract max |Δlogit| = {diff:.2e}", out.display());
+            let outcome = pretrained::quantize_imagenet(&out, &int8_out)
+                .with_context(|| format!("quantising {} to {}", out.display(), int8_out.display()))?;
+            println!(
+                "wrote {} · {}",
+                int8_out.display(),
+                kestrel_trainer::quantize::gate::summary(&outcome)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -29,6 +29,13 @@ pub enum PretrainedError {
     Preprocess(#[from] kestrel_runtime::preprocess::PreprocessError),
     #[error(transparent)]
     Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Quantize(#[from] crate::quantize::QuantizeError),
+    #[error(
+        "no int8 form of {path} passed the accuracy gate ({summary}); the shipped bundle must keep the float \
+         model's answers"
+    )]
+    Gate { path: std::path::PathBuf, summary: String },
 }
 
 /// The metadata of the ImageNet bundle.
@@ -71,4 +78,43 @@ pub fn export_imagenet(out: &Path, device: &Device, size: u32) -> Result<f32, Pr
     let (model, metadata) = load_imagenet(device, size)?;
     let batch = check_batch(&metadata.preprocess)?;
     Ok(export::export_bundle(&model, &metadata, out, &batch, PARITY_TOLERANCE)?)
+}
+
+/// How the shipped int8 bundle is made: weight-only (the scheme tract runs fastest, measured in
+/// docs/benchmarks.md), checked on augmented crops of the scikit-image photos, half of them held
+/// out, against the float bundle's confident answers.
+pub fn imagenet_int8_recipe() -> (crate::quantize::inputs::InputOptions, crate::quantize::gate::Request) {
+    use crate::quantize::{Scheme, gate, inputs};
+    (
+        inputs::InputOptions {
+            images: 512,
+            views: 16,
+            seed: 42,
+            val_fraction: 0.5,
+        },
+        gate::Request {
+            scheme: Scheme::WeightOnly,
+            per_channel: true,
+            method: None,
+            max_drop: 1.0,
+            fallbacks: false,
+        },
+    )
+}
+
+/// Quantise the float ImageNet bundle at `float` into `out` by [`imagenet_int8_recipe`].
+pub fn quantize_imagenet(float: &Path, out: &Path) -> Result<crate::quantize::gate::Outcome, PretrainedError> {
+    use crate::quantize::{self, gate, inputs};
+    let bundle = kestrel_runtime::Bundle::read(float).map_err(quantize::QuantizeError::from)?;
+    let (options, request) = imagenet_int8_recipe();
+    let photos = assets::photos()?;
+    let data = inputs::from_folder(&photos, &bundle.metadata.labels, &bundle.metadata.preprocess, &options)?;
+    let outcome = quantize::calibrate_and_write(&bundle, float, &data, &request, out, |_| {})?;
+    if outcome.chosen.is_none() {
+        return Err(PretrainedError::Gate {
+            path: float.to_path_buf(),
+            summary: gate::summary(&outcome),
+        });
+    }
+    Ok(outcome)
 }

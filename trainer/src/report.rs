@@ -115,19 +115,46 @@ pub fn evaluate_in_runtime(model: &Path, fitted: &Fitted) -> Result<Evaluation, 
     ))
 }
 
-/// The run's int8 bundle (`model.int8.onnx`, weight-only scheme), evaluated like the float one;
-/// its model card gets its own validation metrics.
-pub fn quantize(run: &RunDir, fitted: &Fitted) -> Result<(PathBuf, Evaluation), ReportError> {
+/// The run's int8 bundle (`model.int8.onnx`): quantised per the config's scheme, calibrated on
+/// the training split and gated on the validation split through the runtime. `None` when no
+/// candidate stays within `int8_max_drop` (the float bundle stands; nothing int8 is written).
+pub fn quantize(
+    run: &RunDir,
+    fitted: &Fitted,
+    config: &crate::config::FitConfig,
+) -> Result<(PathBuf, crate::quantize::gate::Outcome), ReportError> {
+    use crate::quantize::{self, gate, inputs};
     let out = run.0.join("model.int8.onnx");
-    crate::quantize::quantize_bundle(&run.model(), &out)?;
-    let evaluation = evaluate_in_runtime(&out, fitted)?;
-    let Bundle { proto, mut metadata } = Bundle::read(&out)?;
-    let card_metrics = &mut metadata.model_card.metrics;
-    card_metrics.insert("val_top1".into(), evaluation.top1);
-    card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
-    card_metrics.insert("val_images".into(), evaluation.images as f64);
-    Bundle::write(proto, &metadata, &out)?;
-    Ok((out, evaluation))
+    let float = Bundle::read(&run.model())?;
+    let data = inputs::from_run(
+        &fitted.data.train.images,
+        &fitted.data.val,
+        &fitted.data.dataset.classes,
+        &fitted.data.spec,
+        512,
+        config.seed,
+    );
+    let request = gate::Request {
+        scheme: config.int8_scheme,
+        per_channel: true,
+        method: None,
+        max_drop: config.int8_max_drop,
+        fallbacks: true,
+    };
+    let outcome = quantize::calibrate_and_write(&float, &run.model(), &data, &request, &out, |a| {
+        tracing::info!(
+            "int8 candidate {}: val top-1 {:.1}% ({:+.1} pt){}",
+            a.label,
+            100.0 * a.evaluation.top1,
+            -a.drop_pts,
+            if a.passed { "" } else { ", over the limit" }
+        )
+    })?;
+    write_text(
+        &run.0.join("quantize.json"),
+        &serde_json::to_string_pretty(&outcome).unwrap_or_default(),
+    )?;
+    Ok((out, outcome))
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), FitError> {

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Inference benchmark of the int8 schemes: the shipped ImageNet EfficientNet-Lite0 bundle in
+# float and quantised by every `kestrel-train quantize --scheme`, calibrated on the scikit-image
+# photos (half held out). For each file: top-1 agreement with float on the held-out crops, size,
+# tract latency at 1 and 2 threads (`kestrel bench`, interleaved), load time and memory — and
+# onnxruntime on the same files in the same run as the reference line. Writes
+# docs/benchmarks-int8.json and the "Inference" section of docs/benchmarks.md.
+#
+#   scripts/bench-int8.sh           # full run (about 10 minutes on 2 cores)
+#   scripts/bench-int8.sh --quick   # the same steps, a few iterations (CI smoke)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
+profile="${KESTREL_BENCH_PROFILE:-dev}"
+assets=$(scripts/fetch-assets.sh)
+cargo build --locked --profile "$profile" -p kestrel-trainer -p kestrel-runtime
+dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+
+# onnxruntime, pinned, in a venv of ours (never the system Python).
+venv="${KESTREL_VENV:-$HOME/.cache/kestrel/venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import onnxruntime" 2>/dev/null ||
+    "$venv/bin/pip" install --quiet --disable-pip-version-check onnxruntime==1.23.2
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ $quick = 1 ]; then views=1; iters=2; else views=4; iters=30; fi
+cp models/efficientnet-lite0-imagenet.onnx "$work/float32.onnx"
+models=("$work/float32.onnx")
+for scheme in weight-only qdq qoperator mixed; do
+    "$dir/kestrel-train" quantize --model "$work/float32.onnx" --calibrate "$assets/photos" --views $views \
+        --val-fraction 0.5 --scheme $scheme --max-drop 100 --no-fallback --bench-iterations 0 \
+        --out "$work/$scheme.onnx" >&2
+    models+=("$work/$scheme.onnx")
+done
+model_args=()
+for m in "${models[@]}"; do model_args+=(--model "$m"); done
+for threads in 1 2; do
+    "$dir/kestrel" bench --format jsonl --threads $threads --iterations $iters --warmup 2 "${model_args[@]}" \
+        > "$work/tract-$threads.json"
+    "$venv/bin/python" scripts/ort_bench.py --threads $threads --iterations $iters --warmup 2 "${models[@]}" \
+        > "$work/ort-$threads.jsonl"
+done
+
+# A quick run checks the steps, not the numbers: it writes into the temporary folder, not docs/.
+out=docs; [ $quick = 1 ] && out="$work"
+"$venv/bin/python" - "$work" "$quick" "$profile" "$views" "$out" <<'PY'
+import datetime, json, os, platform, subprocess, sys
+
+work, quick, profile, views, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], sys.argv[5]
+schemes = ["float32", "weight-only", "qdq", "qoperator", "mixed"]
+
+def cpu():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+flags = ""
+for line in open("/proc/cpuinfo"):
+    if line.startswith("flags"):
+        have = set(line.split(":", 1)[1].split())
+        flags = " ".join(f for f in ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"] if f in have)
+        break
+
+agreement = {"float32": (1.0, None)}
+for s in schemes[1:]:
+    report = json.load(open(os.path.join(work, f"{s}.quantize.json")))
+    a = report["attempts"][report["chosen"]]
+    agreement[s] = (a["evaluation"]["top1"], a["evaluation"]["images"], a["label"])
+
+rows = {}
+for threads in (1, 2):
+    tract = json.load(open(os.path.join(work, f"tract-{threads}.json")))
+    for r in tract["results"]:
+        s = os.path.basename(r["model"])[:-5]
+        rows.setdefault(s, {})[f"tract_{threads}"] = r
+    for line in open(os.path.join(work, f"ort-{threads}.jsonl")):
+        r = json.loads(line)
+        s = os.path.basename(r["model"])[:-5]
+        rows.setdefault(s, {})[f"ort_{threads}"] = r
+
+load = os.getloadavg()[0]
+rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+ort_version = next((r["engine"] for s in rows.values() for k, r in s.items() if k.startswith("ort") and "engine" in r), "onnxruntime ?")
+date = datetime.date.today().isoformat()
+json.dump({"date": date, "cpu": cpu(), "cores": os.cpu_count(), "flags": flags, "load_average": load,
+           "profile": profile, "quick": quick, "views": int(views), "agreement": agreement, "rows": rows},
+          open(os.path.join(out, "benchmarks-int8.json"), "w"), indent=1)
+
+def ms(r):
+    return "n/a" if r is None or "p50_ms" not in r else f"{r['p50_ms']:.1f} ({r['p95_ms']:.1f})"
+
+md = [
+    "## Inference: float vs int8 schemes (EfficientNet-Lite0 ImageNet, 224 px, batch 1)",
+    "",
+    f"Written by `scripts/bench-int8.sh{' --quick' if quick else ''}` on {date}: {cpu()}, {os.cpu_count()} cores "
+    f"({flags}), load average {load:.2f}, cargo profile `{profile}` (dependencies, tract included, at opt-level 3), "
+    f"{rustc}, tract 0.23.9, {ort_version}.",
+    "",
+    "Each int8 file is `kestrel-train quantize --scheme S` of the shipped float bundle, calibrated on the "
+    f"scikit-image photos ({views} views each; half the photos held out). Agreement: int8 top-1 = float top-1 on "
+    "the held-out crops the float model answers with p ≥ 0.5. Latency: p50 (p95) ms, interleaved in one process "
+    "per engine; ratio = float p50 / this p50 in the same engine and thread count (above 1 is faster than float).",
+    "",
+    "| model | scheme | agreement | size MiB | tract 1 thr | ratio | tract 2 thr | ratio | ORT 1 thr | ORT 2 thr | tract/ORT (1 thr) | tract load ms | tract +RSS MiB |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+for s in schemes:
+    r = rows.get(s, {})
+    t1, t2, o1, o2 = (r.get(k) for k in ("tract_1", "tract_2", "ort_1", "ort_2"))
+    f1, f2 = rows["float32"].get("tract_1"), rows["float32"].get("tract_2")
+    ratio = lambda f, x: "n/a" if not f or not x else f"{f['p50_ms'] / x['p50_ms']:.2f}×"
+    vs_ort = "n/a" if not t1 or not o1 or "p50_ms" not in o1 else f"{t1['p50_ms'] / o1['p50_ms']:.2f}×"
+    ag = agreement[s]
+    agree = "reference" if s == "float32" else f"{100 * ag[0]:.1f}% of {ag[1]}"
+    label = "float32" if s == "float32" else ag[2]
+    size = t1["file_bytes"] / 1048576 if t1 else 0
+    md.append(f"| {s} | {label} | {agree} | {size:.1f} | {ms(t1)} | {ratio(f1, t1)} | {ms(t2)} | {ratio(f2, t2)} | "
+              f"{ms(o1)} | {ms(o2)} | {vs_ort} | {t1['load_ms']:.0f} | {t1['load_rss_mib']:.1f} |")
+md += [
+    "",
+    "tract/ORT above 1 means tract is slower than onnxruntime on the same file. Peak RSS of the whole "
+    f"tract bench process: {rows['float32']['tract_1'] and json.load(open(os.path.join(work, 'tract-1.json')))['peak_rss_mib']:.0f} MiB.",
+    "",
+]
+section = "\n".join(md)
+path = os.path.join(out, "benchmarks.md")
+text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\nEvery number here comes from a script run; none is typed in.\n\n"
+start = text.find("## Inference: float vs int8")
+if start >= 0:
+    end = text.find("\n## ", start + 1)
+    text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(path, "w").write(text)
+print(section)
+PY

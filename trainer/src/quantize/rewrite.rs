@@ -1,0 +1,515 @@
+//! The int8 graph rewrite. One pass over our exported graph (topologically ordered), deciding per
+//! Conv whether it computes in int8, and inserting QuantizeLinear / DequantizeLinear only where a
+//! tensor crosses between an int8 and a float consumer. Every op written is standard ONNX
+//! (tract rejects `com.microsoft` ones, so there is no QLinearAdd: residual Adds and the pooling
+//! stay float).
+//!
+//! - weight-only: every Conv/Gemm weight int8 + DequantizeLinear; activations float.
+//! - QOperator: int8 Convs become QLinearConv (u8 activations, i8 weights, i32 bias), a following
+//!   ReLU6 `Clip` folded into the output range ([0, 6] saturates exactly like the clip).
+//! - QDQ: the same int8 decisions written as DequantizeLinear → float Conv → QuantizeLinear, the
+//!   form ONNX Runtime and most converters produce.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType;
+
+use super::{QuantizeError, Scheme};
+use crate::onnx_graph::f32_tensor;
+
+/// u8 affine parameters of one activation tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActParams {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl ActParams {
+    /// Asymmetric u8 covering `[min, max]` (widened to include 0, so zero is exact and padding
+    /// is representable).
+    pub fn from_range(min: f32, max: f32) -> Self {
+        let (min, max) = (min.min(0.0), max.max(0.0));
+        let scale = ((max - min) / 255.0).max(1e-8);
+        let zero_point = (-min / scale).round().clamp(0.0, 255.0) as u8;
+        ActParams { scale, zero_point }
+    }
+}
+
+/// Symmetric int8 weights of one Conv/Gemm: per output channel, or one scale for the tensor.
+pub fn quantize_weights(weights: &[f32], rows: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>) {
+    let per_row = weights.len() / rows.max(1);
+    let scale_of = |chunk: &[f32]| {
+        let max = chunk.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+        if max > 0.0 { max / 127.0 } else { 1.0 }
+    };
+    let scales: Vec<f32> = if per_channel {
+        weights.chunks(per_row.max(1)).map(scale_of).collect()
+    } else {
+        vec![scale_of(weights)]
+    };
+    let q = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let s = if per_channel {
+                scales[i / per_row.max(1)]
+            } else {
+                scales[0]
+            };
+            (w / s).round().clamp(-127.0, 127.0) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+/// What the rewrite needs to know beyond the graph.
+pub struct Plan<'a> {
+    pub scheme: Scheme,
+    pub per_channel: bool,
+    /// Calibrated `[min, max]` of every float tensor an int8 Conv reads or writes.
+    pub ranges: &'a HashMap<String, (f32, f32)>,
+    /// Conv node names kept in float whatever the scheme says (the sensitive-layer fallback).
+    pub keep_float: &'a HashSet<String>,
+}
+
+/// Is this Conv depthwise (one input channel per group)?
+pub fn is_depthwise(node: &pb::NodeProto, inits: &HashMap<&str, &pb::TensorProto>) -> bool {
+    let group = attr_int(node, "group").unwrap_or(1);
+    let in_per_group = node
+        .input
+        .get(1)
+        .and_then(|w| inits.get(w.as_str()))
+        .and_then(|t| t.dims.get(1).copied());
+    group > 1 && in_per_group == Some(1)
+}
+
+fn attr_int(node: &pb::NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+impl Plan<'_> {
+    /// Whether `node` (a Conv) computes in int8 under this plan.
+    pub fn int8_conv(&self, node: &pb::NodeProto, inits: &HashMap<&str, &pb::TensorProto>) -> bool {
+        if self.keep_float.contains(&node.name) {
+            return false;
+        }
+        match self.scheme {
+            Scheme::WeightOnly => false,
+            Scheme::Qdq | Scheme::QOperator => true,
+            Scheme::Mixed => !is_depthwise(node, inits),
+        }
+    }
+}
+
+pub fn floats(t: &pb::TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != DataType::Float as i32 {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    if !t.raw_data.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
+    pb::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: output.to_string(),
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn raw_tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+/// Graph state during the pass: where each tensor is available, float and/or u8.
+struct Pass<'p> {
+    ranges: &'p HashMap<String, (f32, f32)>,
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    float: HashSet<String>,
+    quantized: HashMap<String, String>,
+    params: HashMap<String, ActParams>,
+    path: &'p std::path::Path,
+}
+
+impl Pass<'_> {
+    fn params(&mut self, tensor: &str) -> Result<ActParams, QuantizeError> {
+        if let Some(p) = self.params.get(tensor) {
+            return Ok(*p);
+        }
+        let &(min, max) = self.ranges.get(tensor).ok_or_else(|| QuantizeError::Uncalibrated {
+            tensor: tensor.into(),
+            path: self.path.to_path_buf(),
+        })?;
+        let p = ActParams::from_range(min, max);
+        self.inits
+            .push(f32_tensor(&format!("{tensor}.q_scale"), &[], &[p.scale]));
+        self.inits.push(raw_tensor(
+            &format!("{tensor}.q_zero"),
+            &[],
+            DataType::Uint8,
+            vec![p.zero_point],
+        ));
+        self.params.insert(tensor.into(), p);
+        Ok(p)
+    }
+
+    /// The float tensor `name`, dequantising it first if it only exists in u8.
+    fn need_float(&mut self, name: &str) -> Result<(), QuantizeError> {
+        if self.float.contains(name) {
+            return Ok(());
+        }
+        if let Some(q) = self.quantized.get(name).cloned() {
+            self.params(name)?;
+            self.nodes.push(node(
+                "DequantizeLinear",
+                &[&q, &format!("{name}.q_scale"), &format!("{name}.q_zero")],
+                name,
+                vec![],
+            ));
+        }
+        // Initializers and graph inputs are float already.
+        self.float.insert(name.into());
+        Ok(())
+    }
+
+    /// The u8 tensor for `name`, quantising the float one on first use.
+    fn need_quantized(&mut self, name: &str) -> Result<(String, ActParams), QuantizeError> {
+        let p = self.params(name)?;
+        if let Some(q) = self.quantized.get(name) {
+            return Ok((q.clone(), p));
+        }
+        self.need_float(name)?;
+        let q = format!("{name}.q");
+        self.nodes.push(node(
+            "QuantizeLinear",
+            &[name, &format!("{name}.q_scale"), &format!("{name}.q_zero")],
+            &q,
+            vec![],
+        ));
+        self.quantized.insert(name.into(), q.clone());
+        Ok((q, p))
+    }
+
+    /// `DequantizeLinear(int8 weight)` standing in for the float initializer `name`.
+    fn dequantized_weight(
+        &mut self,
+        name: &str,
+        tensor: &pb::TensorProto,
+        per_channel: bool,
+    ) -> Result<(), QuantizeError> {
+        let (q, _) = self.int8_weight(name, tensor, per_channel)?;
+        self.nodes.push(node(
+            "DequantizeLinear",
+            &[&q, &format!("{name}.scale")],
+            name,
+            vec![int_attr("axis", 0)],
+        ));
+        Ok(())
+    }
+
+    /// Adds `{name}.int8` and `{name}.scale`; returns the int8 name and the scales.
+    fn int8_weight(
+        &mut self,
+        name: &str,
+        tensor: &pb::TensorProto,
+        per_channel: bool,
+    ) -> Result<(String, Vec<f32>), QuantizeError> {
+        let data = floats(tensor).ok_or_else(|| QuantizeError::Unsupported {
+            name: name.into(),
+            path: self.path.to_path_buf(),
+        })?;
+        let rows = tensor.dims.first().copied().unwrap_or(1).max(1) as usize;
+        let (q, scales) = quantize_weights(&data, rows, per_channel);
+        let q_name = format!("{name}.int8");
+        self.inits.push(raw_tensor(
+            &q_name,
+            &tensor.dims,
+            DataType::Int8,
+            q.iter().map(|&v| v as u8).collect(),
+        ));
+        let scale_dims: &[usize] = if per_channel { &[rows] } else { &[] };
+        self.inits
+            .push(f32_tensor(&format!("{name}.scale"), scale_dims, &scales));
+        Ok((q_name, scales))
+    }
+}
+
+/// Counts of what the rewrite did, for the report and the model card.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Rewritten {
+    /// Weight tensors stored as int8.
+    pub int8_weights: usize,
+    /// Convs computing in int8 (QLinearConv, or DQ→Conv→Q for QDQ).
+    pub int8_convs: usize,
+    /// Convs computing in float.
+    pub float_convs: usize,
+}
+
+/// Rewrite `proto` in place per `plan`.
+pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) -> Result<Rewritten, QuantizeError> {
+    let Some(graph) = proto.graph.as_mut() else {
+        return Err(QuantizeError::Nothing { path: path.into() });
+    };
+    let old_nodes = std::mem::take(&mut graph.node);
+    let old_inits = std::mem::take(&mut graph.initializer);
+    let inits: HashMap<&str, &pb::TensorProto> = old_inits.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in old_nodes.iter().enumerate() {
+        for input in &n.input {
+            consumers.entry(input.as_str()).or_default().push(i);
+        }
+    }
+    let graph_outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    // A Conv whose only consumer is a ReLU6 Clip writes the clip's output range directly.
+    let fused_clip = |conv: &pb::NodeProto| -> Option<usize> {
+        let out = conv.output.first()?;
+        if graph_outputs.contains(out.as_str()) {
+            return None;
+        }
+        match consumers.get(out.as_str())?.as_slice() {
+            [only] if old_nodes[*only].op_type == "Clip" && is_relu6(&old_nodes[*only], &inits) => Some(*only),
+            _ => None,
+        }
+    };
+
+    let mut pass = Pass {
+        ranges: plan.ranges,
+        nodes: Vec::new(),
+        inits: Vec::new(),
+        float: graph.input.iter().map(|i| i.name.clone()).collect(),
+        quantized: HashMap::new(),
+        params: HashMap::new(),
+        path,
+    };
+    let mut replaced: HashSet<&str> = HashSet::new();
+    let mut skip: HashSet<usize> = HashSet::new();
+    let mut done = Rewritten::default();
+    for (i, n) in old_nodes.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        let weight = n.input.get(1).and_then(|w| inits.get(w.as_str()).copied());
+        let is_weighted = n.op_type == "Conv" || (n.op_type == "Gemm" && attr_int(n, "transB") == Some(1));
+        let Some(weight) = weight.filter(|_| is_weighted) else {
+            for input in n
+                .input
+                .iter()
+                .filter(|i| !i.is_empty() && !inits.contains_key(i.as_str()))
+            {
+                pass.need_float(input)?;
+            }
+            pass.nodes.push(n.clone());
+            pass.float.extend(n.output.iter().cloned());
+            continue;
+        };
+        let w_name = weight.name.as_str();
+        done.int8_weights += 1;
+        if n.op_type == "Gemm" || !plan.int8_conv(n, &inits) {
+            // Weight-only: a Gemm always (tract cannot analyse a quantised Gemm bias), and every
+            // Conv the plan keeps in float.
+            if n.op_type == "Conv" {
+                done.float_convs += 1;
+            }
+            pass.need_float(&n.input[0])?;
+            pass.dequantized_weight(w_name, weight, plan.per_channel)?;
+            replaced.insert(w_name);
+            pass.nodes.push(n.clone());
+            pass.float.extend(n.output.iter().cloned());
+            continue;
+        }
+        done.int8_convs += 1;
+        let clip = fused_clip(n);
+        if let Some(c) = clip {
+            skip.insert(c);
+        }
+        let out = clip.map_or(&n.output[0], |c| &old_nodes[c].output[0]).clone();
+        let (x_q, x) = pass.need_quantized(&n.input[0])?;
+        pass.params(&out)?;
+        replaced.insert(w_name);
+        let bias = n.input.get(2).and_then(|b| inits.get(b.as_str()).copied());
+        let x_scale = format!("{}.q_scale", n.input[0]);
+        let x_zero = format!("{}.q_zero", n.input[0]);
+        // Weight-only never gets here: it plans no int8 conv.
+        match plan.scheme {
+            Scheme::QOperator | Scheme::Mixed | Scheme::WeightOnly => {
+                let (w_q, w_scales) = pass.int8_weight(w_name, weight, plan.per_channel)?;
+                let channels = weight.dims.first().copied().unwrap_or(1) as usize;
+                let w_zero = format!("{w_name}.zero");
+                let zero_dims: Vec<i64> = if plan.per_channel {
+                    vec![channels as i64]
+                } else {
+                    vec![]
+                };
+                let zero_len = if plan.per_channel { channels } else { 1 };
+                pass.inits
+                    .push(raw_tensor(&w_zero, &zero_dims, DataType::Int8, vec![0u8; zero_len]));
+                let mut inputs = vec![
+                    x_q,
+                    x_scale,
+                    x_zero,
+                    w_q,
+                    format!("{w_name}.scale"),
+                    w_zero,
+                    format!("{out}.q_scale"),
+                    format!("{out}.q_zero"),
+                ];
+                if let Some(b) = bias {
+                    let data = floats(b).ok_or_else(|| QuantizeError::Unsupported {
+                        name: b.name.clone(),
+                        path: path.into(),
+                    })?;
+                    replaced.insert(b.name.as_str());
+                    let q: Vec<u8> = data
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(c, v)| {
+                            let s = x.scale * w_scales[if plan.per_channel { c } else { 0 }];
+                            let q = (*v as f64 / s as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+                            q.to_le_bytes()
+                        })
+                        .collect();
+                    let b_name = format!("{}.int32", b.name);
+                    pass.inits
+                        .push(raw_tensor(&b_name, &[data.len() as i64], DataType::Int32, q));
+                    inputs.push(b_name);
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let q_out = format!("{out}.q");
+                let attrs = n.attribute.clone();
+                pass.nodes.push(pb::NodeProto {
+                    input: refs.iter().map(|s| s.to_string()).collect(),
+                    output: vec![q_out.clone()],
+                    name: format!("{}.qlinear", n.name),
+                    op_type: "QLinearConv".into(),
+                    attribute: attrs,
+                    ..Default::default()
+                });
+                pass.quantized.insert(out.clone(), q_out);
+            }
+            Scheme::Qdq => {
+                let x_dq = format!("{}.dq", n.input[0]);
+                pass.nodes
+                    .push(node("DequantizeLinear", &[&x_q, &x_scale, &x_zero], &x_dq, vec![]));
+                pass.dequantized_weight(w_name, weight, plan.per_channel)?;
+                let raw = format!("{out}.f32");
+                let mut conv = n.clone();
+                conv.input[0] = x_dq;
+                let conv_out = if clip.is_some() {
+                    format!("{}.f32", n.output[0])
+                } else {
+                    raw.clone()
+                };
+                conv.output = vec![conv_out.clone()];
+                conv.name = conv_out.clone();
+                pass.nodes.push(conv);
+                if let Some(c) = clip {
+                    let mut clip = old_nodes[c].clone();
+                    clip.input[0] = conv_out;
+                    clip.output = vec![raw.clone()];
+                    clip.name = raw.clone();
+                    pass.nodes.push(clip);
+                }
+                let q_out = format!("{out}.q");
+                pass.nodes.push(node(
+                    "QuantizeLinear",
+                    &[&raw, &format!("{out}.q_scale"), &format!("{out}.q_zero")],
+                    &q_out,
+                    vec![],
+                ));
+                pass.quantized.insert(out.clone(), q_out);
+            }
+        }
+    }
+    for o in graph.output.iter() {
+        pass.need_float(&o.name)?;
+    }
+    if done.int8_weights == 0 {
+        return Err(QuantizeError::Nothing { path: path.into() });
+    }
+    // Float weights and biases that now live as int8/int32 go; everything else stays.
+    let mut kept: Vec<pb::TensorProto> = old_inits
+        .iter()
+        .filter(|t| !replaced.contains(t.name.as_str()))
+        .cloned()
+        .collect();
+    kept.append(&mut pass.inits);
+    graph.initializer = kept;
+    graph.node = pass.nodes;
+    Ok(done)
+}
+
+fn is_relu6(clip: &pb::NodeProto, inits: &HashMap<&str, &pb::TensorProto>) -> bool {
+    let value = |i: usize| {
+        clip.input
+            .get(i)
+            .and_then(|n| inits.get(n.as_str()))
+            .and_then(|t| floats(t))
+            .and_then(|v| v.first().copied())
+    };
+    value(1) == Some(0.0) && value(2) == Some(6.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_quantise_symmetrically_within_half_a_step() {
+        let w = [0.5f32, -1.0, 0.25, 0.0, 0.0, 0.0, 2.0, 1.0, -2.0];
+        let (q, s) = quantize_weights(&w, 3, true);
+        assert_eq!(&q[..3], &[64, -127, 32]);
+        assert_eq!(&q[3..6], &[0, 0, 0]);
+        assert_eq!(s[1], 1.0, "an all-zero row keeps a usable scale");
+        for (row, (qs, scale)) in w.chunks(3).zip(q.chunks(3).zip(&s)) {
+            for (x, &v) in row.iter().zip(qs) {
+                assert!((x - v as f32 * scale).abs() <= scale / 2.0 + 1e-7);
+            }
+        }
+        let (q, s) = quantize_weights(&w, 3, false);
+        assert_eq!(s, vec![2.0 / 127.0]);
+        assert_eq!(&q[..3], &[32, -64, 16]);
+    }
+
+    #[test]
+    fn activation_params_keep_zero_exact() {
+        let relu6 = ActParams::from_range(0.0, 6.0);
+        assert_eq!(relu6.zero_point, 0);
+        assert!((relu6.scale - 6.0 / 255.0).abs() < 1e-9);
+        let signed = ActParams::from_range(-1.0, 3.0);
+        assert_eq!(signed.zero_point, 64);
+        let positive_only = ActParams::from_range(2.0, 4.0);
+        assert_eq!(positive_only.zero_point, 0, "the range is widened to include 0");
+        let constant = ActParams::from_range(0.0, 0.0);
+        assert!(constant.scale > 0.0);
+    }
+}
