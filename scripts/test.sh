@@ -20,6 +20,8 @@ step "system packages"
 need=()
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# bindgen (the camera feature's V4L2 bindings) needs libclang.
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -45,3 +47,9 @@ fi
 step "cargo test"
 # --show-output: passing tests' numbers (export parity, timings of record) land in the CI log.
 cargo test --workspace --locked -- --show-output
+
+step "Raspberry Pi: aarch64 cross-build and qemu smoke run"
+scripts/build-pi.sh
+
+step "benchmark scripts still run (quick mode; numbers not kept)"
+scripts/bench-int8.sh --quick

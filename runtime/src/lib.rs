@@ -8,7 +8,9 @@ pub mod bench;
 pub mod bundle;
 pub mod classifier;
 pub mod decode;
+pub mod live;
 pub mod preprocess;
+pub mod source;
 
 pub use bundle::{Bundle, BundleError, ContractError, Metadata, ModelCard};
 pub use classifier::{Classifier, ClassifierError, LoadOptions, Prediction, Scored};

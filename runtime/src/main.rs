@@ -51,6 +51,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Classify live frames: a camera, the Pi camera through a pipe, a stream, or a folder played
+    /// as a video. Prints the top classes per frame (or JSON lines), per-stage timings and FPS,
+    /// and a summary at the end (end of stream or Ctrl-C; exit 0).
+    ///
+    /// Sources: `camera` / `camera:1` / `camera:/dev/video2` / `camera:<name>` (V4L2/UVC) ·
+    /// `mjpeg:-` (stdin) · `mjpeg:PATH` (file or named pipe) · `mjpeg:tcp://HOST:PORT` ·
+    /// a folder of images (name order) · one image · `synthetic[:WxH[:FRAMES]]`.
+    ///
+    /// Examples:
+    ///   kestrel run                                              # first camera, default model
+    ///   rpicam-vid -t 0 --codec mjpeg -o - | kestrel run --source mjpeg:-
+    ///   kestrel run --source frames/ --format jsonl > out.jsonl
+    ///   kestrel run --save-uncertain review/ --below 0.6         # keep hard frames for labelling
+    Run(RunArgs),
+    /// List cameras (V4L2) and the formats each offers.
+    Cameras,
     /// Print a bundle's labels, preprocessing and model card.
     Info {
         /// The model bundle (.onnx with kestrel.* metadata).
@@ -81,6 +97,61 @@ struct ClassifyArgs {
     images: Vec<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The model bundle (.onnx with kestrel.* metadata).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Where frames come from (see above).
+    #[arg(long, default_value = "camera")]
+    source: String,
+    #[arg(long, short = 'k', default_value_t = 3)]
+    top_k: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Infer on every Nth frame only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    every: u64,
+    /// Classify only this region of each frame: x,y,w,h in pixels.
+    #[arg(long, value_name = "X,Y,W,H")]
+    roi: Option<kestrel_runtime::live::Roi>,
+    /// Report a label only when its probability reaches this (else "uncertain").
+    #[arg(long, default_value_t = 0.0)]
+    threshold: f32,
+    /// Average probabilities over the last N inferred frames, so a label does not flicker.
+    #[arg(long, default_value_t = 1)]
+    smooth: usize,
+    /// Print a frame only when the reported label changes.
+    #[arg(long)]
+    on_change: bool,
+    /// Save frames whose top-1 probability is below --below into DIR (JPEG + JSON with the
+    /// top-k), to label and add to the training folder.
+    #[arg(long, value_name = "DIR")]
+    save_uncertain: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.6)]
+    below: f32,
+    /// At most one saved frame per this many seconds.
+    #[arg(long, default_value_t = 1.0)]
+    save_interval: f64,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Camera resolution to ask for, e.g. 1280x720 (the closest offered is used).
+    #[arg(long, value_name = "WxH")]
+    resolution: Option<String>,
+    /// Camera frame rate to ask for.
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Keep trying a lost camera or stream, with back-off, instead of stopping.
+    #[arg(long)]
+    reconnect: bool,
+    /// Seconds between progress lines (text format, on stderr).
+    #[arg(long, default_value_t = 5.0)]
+    progress: f64,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -96,6 +167,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => classify(&args),
         Command::Info { model } => info(&model),
+        Command::Run(args) => run(&args),
+        Command::Cameras => cameras(),
         Command::Bench {
             models,
             iterations,
@@ -188,4 +261,161 @@ fn info(model: &std::path::Path) -> anyhow::Result<ExitCode> {
         println!("metric:      {name} = {value}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_resolution(s: &str) -> anyhow::Result<(u32, u32)> {
+    s.split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--resolution {s}: expected WIDTHxHEIGHT, e.g. 1280x720"))
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    use kestrel_runtime::live::{self, Event, LiveOptions, SaveUncertain};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let spec: kestrel_runtime::source::SourceSpec = args.source.parse()?;
+    let classifier = Classifier::load(
+        &args.model,
+        &LoadOptions {
+            threads: args.threads.into(),
+        },
+    )
+    .context("loading the model")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        // A second Ctrl-C while the summary is being written kills the process as usual.
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::Relaxed) {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let options = LiveOptions {
+        every: args.every,
+        roi: args.roi,
+        top_k: args.top_k,
+        threshold: args.threshold,
+        smooth: args.smooth.max(1),
+        on_change: args.on_change,
+        save_uncertain: args.save_uncertain.clone().map(|dir| SaveUncertain {
+            dir,
+            below: args.below,
+            min_interval: std::time::Duration::from_secs_f64(args.save_interval.max(0.0)),
+        }),
+        max_frames: args.frames,
+        reconnect: args.reconnect,
+        progress_every: std::time::Duration::from_secs_f64(args.progress.max(0.1)),
+        open: kestrel_runtime::source::OpenOptions {
+            resolution: args.resolution.as_deref().map(parse_resolution).transpose()?,
+            fps: args.fps,
+            live: None,
+        },
+        ..LiveOptions::default()
+    };
+    let jsonl = matches!(args.format, Format::Jsonl);
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let summary = live::run(&classifier, &spec, &options, Arc::clone(&stop), |event| {
+        let line = match event {
+            Event::Started { source } => {
+                eprintln!("source: {source} · model: {}", args.model.display());
+                return;
+            }
+            Event::Warning(w) => {
+                eprintln!("warning: {w}");
+                return;
+            }
+            Event::Corrupt { frame, reason } => {
+                eprintln!("frame {frame} skipped: {reason}");
+                return;
+            }
+            Event::Progress(s) => {
+                if !jsonl {
+                    eprintln!(
+                        "{} frames · {:.1} FPS · inference p50 {:.1} ms · dropped {} · corrupt {}",
+                        s.frames, s.fps, s.inference_ms.p50, s.dropped, s.corrupt
+                    );
+                }
+                return;
+            }
+            Event::Frame(r) if jsonl => serde_json::to_string(r).unwrap_or_default(),
+            Event::Frame(r) => {
+                let classes: Vec<String> = r
+                    .top
+                    .iter()
+                    .map(|t| format!("{} {:.1}%", t.label, 100.0 * t.probability))
+                    .collect();
+                let what = r.name.clone().unwrap_or_else(|| format!("frame {}", r.frame));
+                let verdict = r.label.as_deref().unwrap_or("(uncertain)");
+                format!(
+                    "{what}: {verdict} · {} · {:.1} ms{}",
+                    classes.join(" · "),
+                    r.timings_ms.decode + r.timings_ms.preprocess + r.timings_ms.inference,
+                    r.saved
+                        .as_ref()
+                        .map(|p| format!(" · saved {}", p.display()))
+                        .unwrap_or_default()
+                )
+            }
+        };
+        if write_error.is_none()
+            && let Err(e) = writeln!(stdout, "{line}")
+        {
+            // A closed pipe (| head) ends the run cleanly.
+            write_error = Some(e);
+            stop.store(true, Ordering::Relaxed);
+        }
+    })?;
+    if jsonl {
+        let _ = writeln!(stdout, "{}", serde_json::json!({ "summary": summary }));
+    } else {
+        eprintln!(
+            "summary: {} frames ({} inferred, {} skipped by --every, {} dropped as stale, {} corrupt) in {:.1} s · \
+             {:.1} FPS · p50/p95 ms: decode {:.1}/{:.1}, preprocess {:.1}/{:.1}, inference {:.1}/{:.1} · {:.0}% of \
+             frame time outside inference · saved {} · {}",
+            summary.frames,
+            summary.inferred,
+            summary.skipped,
+            summary.dropped,
+            summary.corrupt,
+            summary.elapsed_s,
+            summary.fps,
+            summary.decode_ms.p50,
+            summary.decode_ms.p95,
+            summary.preprocess_ms.p50,
+            summary.preprocess_ms.p95,
+            summary.inference_ms.p50,
+            summary.inference_ms.p95,
+            100.0 * summary.outside_inference_share,
+            summary.saved,
+            summary.ended
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "camera")]
+fn cameras() -> anyhow::Result<ExitCode> {
+    let list = kestrel_runtime::source::camera::list().map_err(|e| anyhow::anyhow!("listing cameras: {e}"))?;
+    if list.is_empty() {
+        println!(
+            "no V4L2 cameras found. A Raspberry Pi CSI camera is reached through libcamera instead: \
+             rpicam-vid -t 0 --codec mjpeg -o - | kestrel run --source mjpeg:-"
+        );
+    }
+    for c in list {
+        println!("camera:{}  {}  ({})", c.index, c.name, c.description);
+        for f in c.formats {
+            println!("    {f}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "camera"))]
+fn cameras() -> anyhow::Result<ExitCode> {
+    Err(kestrel_runtime::source::SourceError::NoCameraSupport.into())
 }

@@ -200,3 +200,183 @@ fn bench_compares_models_side_by_side() {
         stdout(&text)
     );
 }
+
+/// `sample` photos as JPEG bytes of at most 320 px on the long side (camera-sized frames).
+fn jpeg_frame(name: &str) -> Vec<u8> {
+    let img = image::open(sample(name)).expect("decode sample");
+    let img = img.thumbnail(320, 320).to_rgb8();
+    let mut out = Vec::new();
+    img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90))
+        .expect("encode");
+    out
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn top1(v: &serde_json::Value) -> String {
+    v["top"][0]["label"].as_str().expect("top label").to_string()
+}
+
+#[test]
+fn run_plays_a_folder_as_jsonl_and_counts_every_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).expect("mkdir");
+    std::fs::copy(sample("chelsea.png"), frames.join("01-cat.png")).expect("copy");
+    std::fs::write(frames.join("02-coffee.jpg"), jpeg_frame("coffee.png")).expect("write");
+    std::fs::write(frames.join("03-broken.jpg"), b"\xFF\xD8 not really a jpeg").expect("write");
+    std::fs::write(frames.join("notes.txt"), b"not an image").expect("write");
+    let out = kestrel(&[
+        "run",
+        "--source",
+        frames.to_str().expect("utf-8"),
+        "--format",
+        "jsonl",
+        "-k",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(lines.len(), 3, "two frames and the summary: {lines:?}");
+    assert!(CATS.contains(&top1(&lines[0]).as_str()), "{}", lines[0]);
+    assert!(
+        ["espresso", "cup", "coffee mug"].contains(&top1(&lines[1]).as_str()),
+        "{}",
+        lines[1]
+    );
+    for frame in &lines[..2] {
+        assert_eq!(frame["top"].as_array().expect("top").len(), 2);
+        let t = &frame["timings_ms"];
+        assert!(t["inference"].as_f64().expect("inference ms") > 0.0, "{frame}");
+        assert!(t["decode"].as_f64().is_some() && t["preprocess"].as_f64().is_some());
+    }
+    let summary = &lines[2]["summary"];
+    assert_eq!(summary["frames"], 3, "{summary}");
+    assert_eq!(summary["inferred"], 2);
+    assert_eq!(summary["corrupt"], 1);
+    assert_eq!(summary["dropped"], 0, "a folder is a recording: nothing is dropped");
+    assert_eq!(summary["ended"], "end of stream");
+    assert!(stderr(&out).contains("03-broken.jpg"), "{}", stderr(&out));
+}
+
+/// An MJPEG byte stream as `rpicam-vid --codec mjpeg -o -` writes it, with the damage a pipe can
+/// carry: garbage between frames and a frame cut short.
+#[test]
+fn run_splits_an_mjpeg_stream_and_survives_damage() {
+    let (cat, coffee) = (jpeg_frame("chelsea.png"), jpeg_frame("coffee.png"));
+    let mut stream = b"rpicam-vid says hello\n".to_vec();
+    stream.extend(&cat);
+    stream.extend(&coffee[..coffee.len() / 2]);
+    stream.extend(&coffee);
+    stream.extend([0u8, 0, 0, 0xFF]);
+    stream.extend(&cat);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("camera.mjpeg");
+    std::fs::write(&file, &stream).expect("write");
+
+    // A file is a recording: every frame is inferred, in order.
+    let source = format!("mjpeg:{}", file.display());
+    let out = kestrel(&["run", "--source", &source, "--format", "jsonl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let labels: Vec<String> = lines[..lines.len() - 1].iter().map(top1).collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    assert!(
+        CATS.contains(&labels[0].as_str()) && CATS.contains(&labels[2].as_str()),
+        "{labels:?}"
+    );
+    let summary = &lines[lines.len() - 1]["summary"];
+    assert_eq!(
+        (summary["frames"].as_u64(), summary["corrupt"].as_u64()),
+        (Some(4), Some(1)),
+        "{summary}"
+    );
+    assert!(stderr(&out).contains("cut short"), "{}", stderr(&out));
+
+    // stdin is live: frames may be dropped as stale, but every one is accounted for.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args(["run", "--source", "mjpeg:-", "--format", "jsonl"])
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&stream).expect("feed");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let summary = &lines[lines.len() - 1]["summary"];
+    let n = |k: &str| summary[k].as_u64().expect("count");
+    assert_eq!(n("frames"), 4, "{summary}");
+    assert_eq!(n("inferred") + n("dropped") + n("corrupt"), 4, "{summary}");
+    assert_eq!(n("inferred") as usize, lines.len() - 1);
+}
+
+#[test]
+fn run_saves_uncertain_frames_with_their_top_k() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let review = dir.path().join("review");
+    // Every frame is "uncertain" below probability 1.01; no rate limit.
+    let out = kestrel(&[
+        "run",
+        "--source",
+        "synthetic:160x120:3",
+        "--save-uncertain",
+        review.to_str().expect("utf-8"),
+        "--below",
+        "1.01",
+        "--save-interval",
+        "0",
+        "--on-change",
+        "--threshold",
+        "0.99",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut files: Vec<String> = std::fs::read_dir(&review)
+        .expect("review dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "frame-00000000.jpg",
+            "frame-00000000.json",
+            "frame-00000001.jpg",
+            "frame-00000001.json",
+            "frame-00000002.jpg",
+            "frame-00000002.json"
+        ]
+    );
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(review.join("frame-00000001.json")).expect("json")).expect("valid");
+    assert_eq!(sidecar["frame"], 1);
+    assert_eq!(sidecar["top"].as_array().expect("top-k").len(), 3);
+    let img = image::open(review.join("frame-00000002.jpg")).expect("saved frame decodes");
+    assert_eq!((img.width(), img.height()), (160, 120));
+    // --on-change with a threshold no synthetic frame reaches: one "(uncertain)" line only.
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("(uncertain)"));
+    assert!(stderr(&out).contains("saved 3"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_refuses_a_bad_source_with_the_forms_it_accepts() {
+    let out = kestrel(&["run", "--source", "no/such/folder"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("mjpeg:-") && stderr(&out).contains("camera"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,150 @@
+//! Raw camera buffers → RGB. MJPEG frames are not here: they are decoded by the same JPEG decoder
+//! as every other source ([`crate::decode::decode_bytes`]).
+
+use image::RgbImage;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a {format} frame of {width}x{height} needs {expected} bytes, got {got}")]
+pub struct BufferSizeError {
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub expected: usize,
+    pub got: usize,
+}
+
+fn check(
+    format: &'static str,
+    width: u32,
+    height: u32,
+    per_pixel_x2: usize,
+    got: usize,
+) -> Result<(), BufferSizeError> {
+    let expected = width as usize * height as usize * per_pixel_x2 / 2;
+    if got < expected || width == 0 || height == 0 {
+        return Err(BufferSizeError {
+            format,
+            width,
+            height,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// BT.601 limited-range YCbCr → RGB, integer arithmetic (what UVC webcams send).
+#[inline]
+fn ycbcr(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = (y as i32 - 16).max(0) * 298;
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
+    [clamp(c + 409 * e), clamp(c - 100 * d - 208 * e), clamp(c + 516 * d)]
+}
+
+/// YUYV 4:2:2 (YUY2): `Y0 U Y1 V` per two pixels.
+pub fn yuyv_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
+    check("YUYV", width, height, 4, data.len())?;
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    let row_bytes = width as usize * 2;
+    for row in data.chunks_exact(row_bytes).take(height as usize) {
+        for px in row.chunks_exact(4) {
+            out.extend(ycbcr(px[0], px[1], px[3]));
+            out.extend(ycbcr(px[2], px[1], px[3]));
+        }
+        if width % 2 == 1 {
+            // An odd width's last pixel shares a half macropixel.
+            let px = &row[row_bytes - 2..];
+            out.extend(ycbcr(px[0], px[1], px[1]));
+        }
+    }
+    Ok(RgbImage::from_raw(width, height, out).unwrap_or_default())
+}
+
+/// NV12: a full-resolution Y plane, then interleaved U/V at half resolution both ways.
+pub fn nv12_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
+    let (w, h) = (width as usize, height as usize);
+    let chroma = w.div_ceil(2) * 2 * h.div_ceil(2);
+    let expected = w * h + chroma;
+    if data.len() < expected || w == 0 || h == 0 {
+        return Err(BufferSizeError {
+            format: "NV12",
+            width,
+            height,
+            expected,
+            got: data.len(),
+        });
+    }
+    let (luma, uv) = data.split_at(w * h);
+    let uv_row = w.div_ceil(2) * 2;
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let c = (y / 2) * uv_row + (x / 2) * 2;
+            out.extend(ycbcr(luma[y * w + x], uv[c], uv[c + 1]));
+        }
+    }
+    Ok(RgbImage::from_raw(width, height, out).unwrap_or_default())
+}
+
+/// Packed 8-bit RGB.
+pub fn rgb24(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
+    check("RGB24", width, height, 6, data.len())?;
+    let len = width as usize * height as usize * 3;
+    Ok(RgbImage::from_raw(width, height, data[..len].to_vec()).unwrap_or_default())
+}
+
+/// 8-bit grey, replicated to RGB.
+pub fn grey8(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
+    check("GRAY", width, height, 2, data.len())?;
+    let len = width as usize * height as usize;
+    Ok(RgbImage::from_raw(width, height, data[..len].iter().flat_map(|&g| [g, g, g]).collect()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yuyv_reference_colours() {
+        // Black, white, and saturated red / blue in BT.601 limited range.
+        let data = [16, 128, 235, 128, 81, 90, 81, 240, 41, 240, 41, 110];
+        let rgb = yuyv_to_rgb(6, 1, &data).expect("convert");
+        let px: Vec<[u8; 3]> = rgb.pixels().map(|p| p.0).collect();
+        assert_eq!(px[0], [0, 0, 0]);
+        assert_eq!(px[1], [255, 255, 255]);
+        assert!(px[2][0] > 240 && px[2][1] < 10 && px[2][2] < 10, "red: {:?}", px[2]);
+        assert!(px[4][2] > 240 && px[4][0] < 10 && px[4][1] < 10, "blue: {:?}", px[4]);
+    }
+
+    #[test]
+    fn short_buffers_are_errors_not_panics() {
+        assert_eq!(
+            yuyv_to_rgb(4, 2, &[0; 10]),
+            Err(BufferSizeError {
+                format: "YUYV",
+                width: 4,
+                height: 2,
+                expected: 16,
+                got: 10
+            })
+        );
+        assert!(nv12_to_rgb(4, 4, &[0; 20]).is_err());
+        assert!(rgb24(2, 2, &[0; 11]).is_err());
+        assert!(grey8(0, 2, &[]).is_err());
+        assert!(yuyv_to_rgb(3, 1, &[16, 128, 16, 128, 16, 128]).is_ok(), "odd width");
+    }
+
+    #[test]
+    fn nv12_grey_stays_grey() {
+        let mut data = vec![126u8; 16];
+        data.extend([128u8; 8]);
+        let rgb = nv12_to_rgb(4, 4, &data).expect("convert");
+        assert!(
+            rgb.pixels().all(|p| p.0 == [128, 128, 128]),
+            "{:?}",
+            rgb.get_pixel(0, 0)
+        );
+    }
+}
