@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Inference benchmark of the int8 schemes: the shipped ImageNet EfficientNet-Lite0 bundle in
+# Inference benchmarks. (1) The int8 schemes: the shipped ImageNet EfficientNet-Lite0 bundle in
 # float and quantised by every `kestrel-train quantize --scheme`, calibrated on the scikit-image
 # photos (half held out). For each file: top-1 agreement with float on the held-out crops, size,
 # tract latency at 1 and 2 threads (`kestrel bench`, interleaved), load time and memory — and
-# onnxruntime on the same files in the same run as the reference line. Writes
-# docs/benchmarks-int8.json and the "Inference" section of docs/benchmarks.md.
+# onnxruntime on the same files in the same run as the reference line. (2) The frame pipeline
+# (`kestrel bench --source synthetic:WxH`: decode + preprocess + inference per frame, FPS, share
+# outside inference) at 640x480 and 1280x720, 1 and 2 threads. (3) Binary sizes, x86-64 and the
+# aarch64 Pi build. Writes docs/benchmarks-int8.json and the "Inference" section of
+# docs/benchmarks.md.
 #
 #   scripts/bench-int8.sh           # full run (about 10 minutes on 2 cores)
 #   scripts/bench-int8.sh --quick   # the same steps, a few iterations (CI smoke)
@@ -44,6 +47,18 @@ for threads in 1 2; do
     "$venv/bin/python" scripts/ort_bench.py --threads $threads --iterations $iters --warmup 2 "${models[@]}" \
         > "$work/ort-$threads.jsonl"
 done
+
+frames=$([ $quick = 1 ] && echo 3 || echo 60)
+for size in 640x480 1280x720; do
+    for threads in 1 2; do
+        "$dir/kestrel" bench --source "synthetic:$size" --iterations $frames --threads $threads --format jsonl \
+            >> "$work/pipeline.jsonl"
+    done
+done
+# Sizes: this machine's binaries as built, and the stripped aarch64 Pi binary (built if missing).
+pi_bin="${KESTREL_PI_BIN:-}"
+[ -n "$pi_bin" ] || [ $quick = 1 ] || pi_bin=$(scripts/build-pi.sh --no-run)
+stat -c '%n %s' "$dir/kestrel" "$dir/kestrel-train" ${pi_bin:+"$pi_bin"} > "$work/sizes.txt"
 
 # A quick run checks the steps, not the numbers: it writes into the temporary folder, not docs/.
 out=docs; [ $quick = 1 ] && out="$work"
@@ -88,7 +103,10 @@ rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).s
 ort_version = next((r["engine"] for s in rows.values() for k, r in s.items() if k.startswith("ort") and "engine" in r), "onnxruntime ?")
 date = datetime.date.today().isoformat()
 json.dump({"date": date, "cpu": cpu(), "cores": os.cpu_count(), "flags": flags, "load_average": load,
-           "profile": profile, "quick": quick, "views": int(views), "agreement": agreement, "rows": rows},
+           "profile": profile, "quick": quick, "views": int(views), "agreement": agreement, "rows": rows,
+           "pipeline": [json.loads(l) for l in open(os.path.join(work, "pipeline.jsonl"))],
+           "sizes": {("aarch64/" if "aarch64" in l else "x86_64/") + os.path.basename(l.split()[0]): int(l.split()[1])
+                     for l in open(os.path.join(work, "sizes.txt"))}},
           open(os.path.join(out, "benchmarks-int8.json"), "w"), indent=1)
 
 def ms(r):
@@ -127,6 +145,29 @@ md += [
     f"tract bench process: {rows['float32']['tract_1'] and json.load(open(os.path.join(work, 'tract-1.json')))['peak_rss_mib']:.0f} MiB.",
     "",
 ]
+pipeline = [json.loads(l) for l in open(os.path.join(work, "pipeline.jsonl"))]
+md += [
+    "### Frame pipeline (`kestrel bench --source synthetic:WxH`, shipped int8 bundle)",
+    "",
+    "Synthetic JPEG frames (quality 85, like a webcam's MJPEG) through the same loop as `kestrel run`: "
+    "decode, preprocess (crop + resize to 224 + normalise), inference. p50 ms per stage; the share is "
+    "(decode + preprocess) / (decode + preprocess + inference) by mean.",
+    "",
+    "| frame | threads | FPS | decode | preprocess | inference | outside inference | peak RSS MiB |",
+    "|---|---|---|---|---|---|---|---|",
+]
+for p in pipeline:
+    s = p["summary"]
+    md.append(f"| {s['source'].split()[1]} | {p['threads']} | {s['fps']:.1f} | {s['decode_ms']['p50']:.1f} | "
+              f"{s['preprocess_ms']['p50']:.1f} | {s['inference_ms']['p50']:.1f} | "
+              f"{100 * s['outside_inference_share']:.1f}% | {p['peak_rss_mib']:.0f} |")
+sizes = [l.split() for l in open(os.path.join(work, "sizes.txt"))]
+md += ["", "### Binary sizes", "", "| binary | bytes | MiB |", "|---|---|---|"]
+for name, size in sizes:
+    label = ("aarch64 `kestrel`, profile pi (stripped)" if "aarch64" in name
+             else f"x86-64 `{os.path.basename(name)}`, profile {profile} (not stripped)")
+    md.append(f"| {label} | {int(size)} | {int(size) / 1048576:.1f} |")
+md.append("")
 section = "\n".join(md)
 path = os.path.join(out, "benchmarks.md")
 text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\nEvery number here comes from a script run; none is typed in.\n\n"

@@ -49,7 +49,7 @@ step "cargo test"
 cargo test --workspace --locked -- --show-output
 
 step "Raspberry Pi: aarch64 cross-build and qemu smoke run"
-scripts/build-pi.sh
+KESTREL_PI_PROFILE=pi-ci scripts/build-pi.sh
 
 step "benchmark scripts still run (quick mode; numbers not kept)"
 scripts/bench-int8.sh --quick

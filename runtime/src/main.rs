@@ -36,10 +36,17 @@ enum Command {
     /// column is each model's speed relative to the first.
     ///
     /// Example: kestrel bench --model model.onnx --model model.int8.onnx --threads 2
+    ///
+    /// With --source, times the whole frame pipeline instead (capture, decode, preprocess,
+    /// inference) on that source, e.g. --source synthetic:640x480: FPS, per-stage p50/p95, the
+    /// share of frame time outside inference, and peak memory.
     Bench {
         /// A model bundle; repeat to compare.
-        #[arg(long = "model", required = true)]
+        #[arg(long = "model", default_values = [DEFAULT_MODEL])]
         models: Vec<PathBuf>,
+        /// Time the frame pipeline on this source (see `kestrel run --help`) for --iterations frames.
+        #[arg(long)]
+        source: Option<String>,
         /// Timed inferences per model.
         #[arg(long, default_value_t = 50)]
         iterations: usize,
@@ -171,6 +178,15 @@ fn main() -> ExitCode {
         Command::Cameras => cameras(),
         Command::Bench {
             models,
+            source: Some(source),
+            iterations,
+            threads,
+            format,
+            ..
+        } => bench_pipeline(&models, &source, iterations, threads.into(), format),
+        Command::Bench {
+            models,
+            source: None,
             iterations,
             warmup,
             threads,
@@ -240,6 +256,50 @@ fn bench(
     match format {
         Format::Text => print!("{}", kestrel_runtime::bench::table(&report)),
         Format::Jsonl => println!("{}", serde_json::to_string(&report)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The frame pipeline of each model on `source`, one after another.
+fn bench_pipeline(
+    models: &[PathBuf],
+    source: &str,
+    frames: usize,
+    threads: usize,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    use kestrel_runtime::live::{self, LiveOptions};
+    let spec: kestrel_runtime::source::SourceSpec = source.parse()?;
+    for model in models {
+        let classifier = Classifier::load(model, &LoadOptions { threads }).context("loading the model")?;
+        let options = LiveOptions {
+            max_frames: Some(frames.max(1) as u64),
+            progress_every: std::time::Duration::from_secs(3600),
+            ..LiveOptions::default()
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let summary = live::run(&classifier, &spec, &options, stop, |_| {})?;
+        let peak_rss_mib = kestrel_runtime::bench::proc_status_mib("VmHWM:");
+        match format {
+            Format::Jsonl => println!(
+                "{}",
+                serde_json::json!({"model": model, "threads": threads, "summary": summary, "peak_rss_mib": peak_rss_mib})
+            ),
+            Format::Text => println!(
+                "{} on {} · {threads} thread(s) · {} frames · {:.1} FPS · p50 ms: capture {:.2}, decode {:.2}, \
+                 preprocess {:.2}, inference {:.1} · {:.1}% of frame time outside inference · peak RSS {:.0} MiB",
+                model.display(),
+                summary.source,
+                summary.inferred,
+                summary.fps,
+                summary.capture_ms.p50,
+                summary.decode_ms.p50,
+                summary.preprocess_ms.p50,
+                summary.inference_ms.p50,
+                100.0 * summary.outside_inference_share,
+                peak_rss_mib
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -136,6 +136,40 @@ mod tests {
         assert!(yuyv_to_rgb(3, 1, &[16, 128, 16, 128, 16, 128]).is_ok(), "odd width");
     }
 
+    /// A YUYV buffer as a UVC camera records it (BT.601 limited range, 4:2:2), made from a photo-like
+    /// gradient: converting it back lands within the chroma subsampling error of the original.
+    #[test]
+    fn yuyv_buffer_round_trips_a_gradient() {
+        let (w, h) = (64u32, 8u32);
+        let rgb = |x: u32, y: u32| [(x * 4) as u8, (y * 30) as u8, 200 - (x * 2) as u8];
+        let to_yuv = |[r, g, b]: [u8; 3]| {
+            let (r, g, b) = (r as f64, g as f64, b as f64);
+            let y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
+            let u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0;
+            let v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0;
+            (y.round() as u8, u, v)
+        };
+        let mut buf = Vec::new();
+        for y in 0..h {
+            for x in (0..w).step_by(2) {
+                let (y0, u0, v0) = to_yuv(rgb(x, y));
+                let (y1, u1, v1) = to_yuv(rgb(x + 1, y));
+                buf.extend([y0, ((u0 + u1) / 2.0).round() as u8, y1, ((v0 + v1) / 2.0).round() as u8]);
+            }
+        }
+        let out = yuyv_to_rgb(w, h, &buf).expect("convert");
+        for (x, y, p) in out.enumerate_pixels() {
+            for (got, want) in p.0.iter().zip(rgb(x, y)) {
+                assert!(
+                    (*got as i32 - want as i32).abs() <= 6,
+                    "({x},{y}): {:?} vs {:?}",
+                    p.0,
+                    rgb(x, y)
+                );
+            }
+        }
+    }
+
     #[test]
     fn nv12_grey_stays_grey() {
         let mut data = vec![126u8; 16];
