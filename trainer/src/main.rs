@@ -503,7 +503,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
             .with_context(|| format!("quantising {}", model.display()))?;
             println!(
-                "calibration: {} tensors · {} held-out · {}",
+                "calibration: {} views · {} held-out · {}",
                 data.calibration.len(),
                 outcome.float.images,
                 gate::summary(&outcome)

@@ -463,6 +463,13 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         .cloned()
         .collect();
     kept.append(&mut pass.inits);
+    // Fused Clips leave their bounds unused; ONNX Runtime warns about dangling initializers.
+    let used: HashSet<&str> = pass
+        .nodes
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    kept.retain(|t| used.contains(t.name.as_str()));
     graph.initializer = kept;
     graph.node = pass.nodes;
     Ok(done)
