@@ -354,6 +354,40 @@ fn save_frame(dir: &Path, frame: &Frame, report: &FrameReport, source: &str) -> 
     Ok(jpeg)
 }
 
+/// Decode (with the ROI crop) and preprocess one frame: the model input and the two stages'
+/// milliseconds, or why the frame is unusable.
+fn prepare(
+    frame: &Frame,
+    options: &LiveOptions,
+    spec: &preprocess::PreprocessSpec,
+    on_event: &mut impl FnMut(Event),
+) -> Result<(Vec<f32>, f64, f64), String> {
+    let t = Instant::now();
+    let image = frame.decode(options.max_pixels).map_err(|e| e.to_string())?;
+    let image = match options.roi {
+        Some(r) if r.x < image.width() && r.y < image.height() => {
+            image.crop_imm(r.x, r.y, r.w.min(image.width() - r.x), r.h.min(image.height() - r.y))
+        }
+        Some(r) => {
+            on_event(Event::Warning(format!(
+                "--roi {},{},{},{} lies outside the {}x{} frame; using the whole frame",
+                r.x,
+                r.y,
+                r.w,
+                r.h,
+                image.width(),
+                image.height()
+            )));
+            image
+        }
+        None => image,
+    };
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let input = preprocess::preprocess(&image, spec).map_err(|e| e.to_string())?;
+    Ok((input, decode_ms, t.elapsed().as_secs_f64() * 1e3))
+}
+
 /// Run `classifier` on frames from `spec` until the source ends, `max_frames`, or `stop`.
 pub fn run(
     classifier: &Classifier,
@@ -485,50 +519,17 @@ pub fn run(
             summary.skipped += 1;
             continue;
         }
-        let t = Instant::now();
-        let image = match frame.decode(options.max_pixels) {
-            Ok(i) => i,
-            Err(e) => {
+        let (input, decode_ms, prep_ms) = match prepare(&frame, options, &spec_input, &mut on_event) {
+            Ok(prepared) => prepared,
+            Err(reason) => {
                 summary.corrupt += 1;
                 on_event(Event::Corrupt {
                     frame: frame.index,
-                    reason: &e.to_string(),
+                    reason: &reason,
                 });
                 continue;
             }
         };
-        let image = match options.roi {
-            Some(r) if r.x < image.width() && r.y < image.height() => {
-                image.crop_imm(r.x, r.y, r.w.min(image.width() - r.x), r.h.min(image.height() - r.y))
-            }
-            Some(r) => {
-                on_event(Event::Warning(format!(
-                    "--roi {},{},{},{} lies outside the {}x{} frame; using the whole frame",
-                    r.x,
-                    r.y,
-                    r.w,
-                    r.h,
-                    image.width(),
-                    image.height()
-                )));
-                image
-            }
-            None => image,
-        };
-        let decode_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        let input = match preprocess::preprocess(&image, &spec_input) {
-            Ok(i) => i,
-            Err(e) => {
-                summary.corrupt += 1;
-                on_event(Event::Corrupt {
-                    frame: frame.index,
-                    reason: &e.to_string(),
-                });
-                continue;
-            }
-        };
-        let prep_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let logits = classifier.logits(&input)?;
         let infer_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -70,8 +70,13 @@ pub fn evaluate_folder(model: &Path, data: &Path) -> Result<(Evaluation, Vec<Ski
         });
     }
     let set = images::preprocess_for_eval(&samples, &classifier.metadata().preprocess);
-    let len = classifier.metadata().preprocess.tensor_len();
-    let rows: Result<Vec<Vec<f32>>, _> = set.data.par_chunks(len).map(|x| classifier.logits(x)).collect();
-    let logits: Vec<f32> = rows?.into_iter().flatten().collect();
+    let logits = logits(&classifier, &set.data)?;
     Ok((metrics::evaluate(&logits, &set.labels, &labels), set.skipped))
+}
+
+/// Row-major logits of the preprocessed images packed in `data`, inferred in parallel.
+pub fn logits(classifier: &Classifier, data: &[f32]) -> Result<Vec<f32>, kestrel_runtime::ClassifierError> {
+    let len = classifier.metadata().preprocess.tensor_len();
+    let rows: Result<Vec<Vec<f32>>, _> = data.par_chunks(len).map(|x| classifier.logits(x)).collect();
+    Ok(rows?.into_iter().flatten().collect())
 }

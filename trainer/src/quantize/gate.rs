@@ -8,12 +8,12 @@ use std::path::Path;
 
 use kestrel_runtime::bundle::Bundle;
 use kestrel_runtime::{Classifier, LoadOptions};
-use rayon::prelude::*;
 use serde::Serialize;
 use tract_onnx::pb;
 
 use super::calibrate::{Calibration, RangeMethod};
 use super::{Options, QuantizeError, Rewritten, Scheme, quantize};
+use crate::evaluate::logits;
 use crate::metrics::{self, Evaluation};
 
 /// The percentile tried beside min/max.
@@ -114,19 +114,13 @@ impl Outcome {
     }
 }
 
-fn logits(classifier: &Classifier, data: &[f32], len: usize) -> Result<Vec<f32>, kestrel_runtime::ClassifierError> {
-    let rows: Result<Vec<Vec<f32>>, _> = data.par_chunks(len).map(|x| classifier.logits(x)).collect();
-    Ok(rows?.into_iter().flatten().collect())
-}
-
 fn evaluate(bundle: Bundle, path: &Path, held: &Held) -> Result<Evaluation, QuantizeError> {
-    let len = bundle.metadata.preprocess.tensor_len();
     let err = |source| QuantizeError::Evaluate {
         path: path.to_path_buf(),
         source,
     };
     let classifier = Classifier::from_bundle(bundle, path, &LoadOptions::default()).map_err(err)?;
-    let logits = logits(&classifier, &held.data, len).map_err(err)?;
+    let logits = logits(&classifier, &held.data).map_err(err)?;
     Ok(metrics::evaluate(&logits, &held.labels, &held.classes))
 }
 
@@ -144,7 +138,7 @@ pub fn confident_float_answers(bundle: &Bundle, path: &Path, held: &Held) -> Res
     let len = bundle.metadata.preprocess.tensor_len();
     let classes = bundle.metadata.labels.len().max(1);
     let classifier = Classifier::from_bundle(bundle.clone(), path, &LoadOptions::default()).map_err(err)?;
-    let logits = logits(&classifier, &held.data, len).map_err(err)?;
+    let logits = logits(&classifier, &held.data).map_err(err)?;
     let mut kept = Held {
         data: Vec::new(),
         labels: Vec::new(),
