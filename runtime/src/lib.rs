@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod decode;
 pub mod live;
 pub mod preprocess;
+mod resample;
 pub mod source;
 
 pub use bundle::{Bundle, BundleError, ContractError, Metadata, ModelCard};

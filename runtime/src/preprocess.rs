@@ -2,7 +2,9 @@
 //! batches with these functions too, so what a model sees in training is bit-for-bit what it sees
 //! on the device.
 
-use image::imageops::{self, FilterType};
+use image::imageops::FilterType;
+
+use crate::resample;
 use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
@@ -181,14 +183,40 @@ pub fn resize_region(
     spec: &PreprocessSpec,
 ) -> Result<RgbImage, PreprocessError> {
     let (w, h) = (image.width(), image.height());
-    if w == 0 || h == 0 || cw == 0 || ch == 0 {
+    // Clamped to the image the way `crop_imm` clamps.
+    let (x, y) = (x.min(w), y.min(h));
+    let (cw, ch) = (cw.min(w - x), ch.min(h - y));
+    if cw == 0 || ch == 0 {
         return Err(PreprocessError::EmptyImage { width: w, height: h });
     }
-    let region = image.crop_imm(x, y, cw, ch).to_rgb8();
-    if region.dimensions() == (spec.width, spec.height) {
-        return Ok(region);
+    let (cwu, chu) = (cw as usize, ch as usize);
+    // Camera frames and JPEGs decode to RGB8: resample straight out of the decoded buffer.
+    // Other colour types are converted (crop first, so only the region is copied).
+    let converted;
+    let (pixels, stride) = match image {
+        DynamicImage::ImageRgb8(rgb) => {
+            let stride = 3 * w as usize;
+            (&rgb.as_raw()[y as usize * stride + 3 * x as usize..], stride)
+        }
+        other => {
+            converted = other.crop_imm(x, y, cw, ch).to_rgb8();
+            (&converted.as_raw()[..], 3 * cwu)
+        }
+    };
+    if (cw, ch) == (spec.width, spec.height) {
+        let mut out = Vec::with_capacity(3 * cwu * chu);
+        for row in 0..chu {
+            out.extend_from_slice(&pixels[row * stride..][..3 * cwu]);
+        }
+        return RgbImage::from_raw(cw, ch, out).ok_or(PreprocessError::EmptyImage { width: w, height: h });
     }
-    Ok(imageops::resize(&region, spec.width, spec.height, spec.filter.into()))
+    Ok(resample::resize_rgb8(
+        pixels,
+        stride,
+        (cwu, chu),
+        (spec.width, spec.height),
+        spec.filter,
+    ))
 }
 
 /// Normalise an RGB image already at the input size into `out` (C·H·W, channel order per spec).
@@ -320,6 +348,28 @@ mod tests {
         spec.filter = Filter::Nearest;
         let t = preprocess(&DynamicImage::ImageRgb8(img), &spec).expect("preprocess");
         assert_eq!(&t[0..4], &[-0.9921875, 1.0, -0.9921875, 1.0]);
+    }
+
+    #[test]
+    fn regions_are_clamped_like_crop_imm_in_every_colour_type() {
+        let rgb = RgbImage::from_fn(30, 20, |x, y| Rgb([(x * 8) as u8, (y * 12) as u8, (x * y) as u8]));
+        let spec = stretch(7, 5);
+        for region in [(3, 2, 20, 10), (25, 15, 20, 20), (0, 0, 30, 20), (29, 19, 1, 1)] {
+            let (x, y, w, h) = region;
+            let crop = image::imageops::crop_imm(&rgb, x, y, w, h).to_image();
+            let expected = image::imageops::resize(&crop, 7, 5, FilterType::Triangle);
+            let as_rgb = resize_region(&DynamicImage::ImageRgb8(rgb.clone()), region, &spec).expect("rgb");
+            let as_rgba = resize_region(
+                &DynamicImage::ImageRgba8(DynamicImage::ImageRgb8(rgb.clone()).to_rgba8()),
+                region,
+                &spec,
+            )
+            .expect("rgba");
+            assert!(as_rgb == expected, "{region:?}");
+            assert!(as_rgba == expected, "{region:?} rgba");
+        }
+        let outside = resize_region(&DynamicImage::ImageRgb8(rgb), (30, 0, 5, 5), &spec);
+        assert!(matches!(outside, Err(PreprocessError::EmptyImage { .. })));
     }
 
     #[test]
