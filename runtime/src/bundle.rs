@@ -82,6 +82,10 @@ pub enum ContractError {
     InputShape { expected: [usize; 4], found: Vec<String> },
     #[error("the model must have exactly one input and one output, it has {inputs} and {outputs}")]
     Arity { inputs: usize, outputs: usize },
+    #[error(
+        "weight `{tensor}` holds {value} at index {index}; the run that wrote it diverged (retrain with a lower learning rate, or export an earlier checkpoint)"
+    )]
+    NonFiniteWeight { tensor: String, index: usize, value: f32 },
 }
 
 /// Any failure to read or write a bundle, with the file it concerns.
@@ -210,8 +214,34 @@ impl Metadata {
                 outputs: *outputs as usize,
             });
         }
-        Ok(())
+        check_weights_finite(graph)
     }
+}
+
+/// A NaN or infinite float weight makes every answer NaN; refuse it at load, naming the tensor.
+fn check_weights_finite(graph: &pb::GraphProto) -> Result<(), ContractError> {
+    const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
+    for t in graph.initializer.iter().filter(|t| t.data_type == FLOAT) {
+        let raw = t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if let Some((index, value)) = t
+            .float_data
+            .iter()
+            .copied()
+            .chain(raw)
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(ContractError::NonFiniteWeight {
+                tensor: t.name.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Serialising plain data structs (no maps with non-string keys) to a String cannot fail.

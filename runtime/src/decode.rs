@@ -17,6 +17,8 @@ pub enum DecodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} is not a regular file (a directory, pipe or device); only image files are read")]
+    NotAFile { path: PathBuf },
     #[error("{path} is not a readable image ({source}); is it corrupt, truncated, or not an image?")]
     Decode {
         path: PathBuf,
@@ -38,11 +40,28 @@ pub fn load_image(path: &Path) -> Result<DynamicImage, DecodeError> {
 }
 
 pub fn load_image_with_limit(path: &Path, max_pixels: u64) -> Result<DynamicImage, DecodeError> {
+    check_regular_file(path)?;
     let reader = ImageReader::open(path).map_err(|source| DecodeError::Open {
         path: path.to_path_buf(),
         source,
     })?;
     decode_reader(reader, path, max_pixels)
+}
+
+/// Refuse what is not a regular file before opening it: opening a named pipe that happens to be
+/// called `x.jpg` would block until something writes to it.
+pub fn check_regular_file(path: &Path) -> Result<(), DecodeError> {
+    let meta = std::fs::metadata(path).map_err(|source| DecodeError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(DecodeError::NotAFile {
+            path: path.to_path_buf(),
+        })
+    }
 }
 
 /// Decode an in-memory image (a camera frame, a file read elsewhere); `name` is for messages.

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use kestrel_runtime::{Classifier, LoadOptions, load_image};
+use kestrel_runtime::decode::load_image_with_limit;
+use kestrel_runtime::{Classifier, LoadOptions};
 
 /// Exit codes scripts can rely on.
 mod exit {
@@ -99,6 +100,10 @@ struct ClassifyArgs {
     /// Threads for inference (matrix products run in parallel above 1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Refuse images with more pixels than this (a decompression bomb is refused before it is
+    /// decoded).
+    #[arg(long, default_value_t = kestrel_runtime::decode::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
     /// Image files (JPEG, PNG, BMP, GIF, TIFF, WebP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -157,6 +162,9 @@ struct RunArgs {
     /// Seconds between progress lines (text format, on stderr).
     #[arg(long, default_value_t = 5.0)]
     progress: f64,
+    /// Refuse frames with more pixels than this (counted as corrupt, before decoding).
+    #[arg(long, default_value_t = kestrel_runtime::decode::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -211,7 +219,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0usize;
     for path in &args.images {
-        let prediction = load_image(path)
+        let prediction = load_image_with_limit(path, args.max_pixels)
             .map_err(anyhow::Error::from)
             .and_then(|img| Ok(classifier.classify(&img)?));
         let prediction = match prediction {
@@ -366,6 +374,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             min_interval: std::time::Duration::from_secs_f64(args.save_interval.max(0.0)),
         }),
         max_frames: args.frames,
+        max_pixels: args.max_pixels,
         reconnect: args.reconnect,
         progress_every: std::time::Duration::from_secs_f64(args.progress.max(0.1)),
         open: kestrel_runtime::source::OpenOptions {
@@ -373,7 +382,6 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             fps: args.fps,
             live: None,
         },
-        ..LiveOptions::default()
     };
     let jsonl = matches!(args.format, Format::Jsonl);
     let mut stdout = std::io::stdout().lock();

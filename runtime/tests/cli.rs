@@ -120,6 +120,15 @@ fn bad_images_are_reported_and_the_rest_still_classified() {
     );
     assert!(err.contains("missing.png"), "{err}");
     assert_eq!(stdout(&out).lines().count(), 1, "the good image is still classified");
+
+    // The decompression-bomb limit is the user's to set.
+    let out = kestrel(&["classify", "--max-pixels", "1000", cat.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("chelsea.png") && err.contains("above the limit of 1000") && err.contains("--max-pixels"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Helpers for Kestrel's end-to-end tests: real models, real files, temp dirs.
 
+pub mod corpus;
+
 use std::path::{Path, PathBuf};
 
 use kestrel_runtime::bundle::Metadata;

@@ -220,6 +220,30 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
         ),
         ("not-onnx", b"this is not a model".to_vec(), "is not a valid ONNX file"),
         (
+            "nan-weights",
+            {
+                let mut p = proto.clone();
+                let graph = p.graph.as_mut().expect("graph");
+                let t = graph
+                    .initializer
+                    .iter_mut()
+                    .find(|t| t.data_type == pb::tensor_proto::DataType::Float as i32 && t.raw_data.len() >= 8)
+                    .expect("a float initializer");
+                t.raw_data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+                p.encode_to_vec()
+            },
+            "holds NaN at index 1",
+        ),
+        (
+            "plain-onnx",
+            {
+                let mut p = proto.clone();
+                p.metadata_props.clear();
+                p.encode_to_vec()
+            },
+            "is not a Kestrel bundle",
+        ),
+        (
             "truncated",
             std::fs::read(&good).expect("read")[..5000].to_vec(),
             "is not a valid ONNX file",
@@ -658,5 +682,141 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     assert!(
         !dir.path().join("broken.int8.onnx").exists(),
         "nothing is written on refusal"
+    );
+}
+
+/// Every kind in the bad-input corpus, through the runtime's decoder and preprocessing and the
+/// classifier: a decodable file gives an upright image of the right size and finite
+/// probabilities; anything else is an error that names the file. Nothing panics.
+#[test]
+fn bad_image_corpus_decodes_upright_or_is_refused_by_name() {
+    use kestrel_e2e::corpus::{self, Expect};
+    use kestrel_runtime::decode::{DecodeError, load_image_with_limit};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = corpus::images(dir.path()).expect("corpus");
+    assert!(cases.len() >= 20, "{} kinds", cases.len());
+    let classifier = Classifier::load(
+        &kestrel_e2e::repo_root().join("models/efficientnet-lite0-imagenet.int8.onnx"),
+        &LoadOptions::default(),
+    )
+    .expect("shipped int8 bundle");
+    for case in &cases {
+        let result = load_image(&case.path);
+        match (&case.expect, result) {
+            (Expect::Decodes { width, height }, Ok(img)) => {
+                assert_eq!((img.width(), img.height()), (*width, *height), "{}", case.kind);
+                let p = classifier.classify(&img).expect(case.kind);
+                assert!(
+                    p.probabilities.iter().all(|v| v.is_finite()),
+                    "{}: non-finite output",
+                    case.kind
+                );
+            }
+            (Expect::Refused(why), Err(err)) => {
+                let msg = format!("{err}: {}", error_chain(&err));
+                assert!(
+                    msg.contains(why) && msg.contains(&case.path.display().to_string()),
+                    "{}: expected `{why}` and the path in: {msg}",
+                    case.kind
+                );
+            }
+            (expect, got) => panic!("{}: expected {expect:?}, got {got:?}", case.kind),
+        }
+        println!("bad-input corpus: {:<50} {:?}", case.kind, case.expect);
+    }
+
+    let find = |kind: &str| {
+        let case = cases.iter().find(|c| c.kind.starts_with(kind)).expect(kind);
+        load_image(&case.path).expect(kind).to_rgb8()
+    };
+    // Orientation 6 is "rotate 90° clockwise to display": the original's bottom-left corner
+    // (green high, red low in the test card) becomes the top-left.
+    let upright = find("EXIF-rotated");
+    let px = upright.get_pixel(0, 0).0;
+    assert!(px[1] > 200 && px[0] < 40, "rotated top-left {px:?}");
+    // Full cyan ink, no black: red off, green and blue full.
+    assert_eq!(find("CMYK").get_pixel(3, 3).0, [0, 255, 255]);
+    assert_eq!(find("palette").get_pixel(0, 0).0, [255, 0, 0]);
+    assert_eq!(find("palette").get_pixel(0, 20).0, [0, 0, 255]);
+
+    // The pixel limit is the caller's: a plain 64x48 photo is refused under a 1000-pixel limit,
+    // from its header, before decoding.
+    let photo = &cases[0];
+    let err = load_image_with_limit(&photo.path, 1000).expect_err("over the limit");
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                width: 64,
+                height: 48,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--max-pixels"), "{err}");
+}
+
+/// A training folder holding the whole corpus, under a class name with spaces and non-ASCII,
+/// beside symlink loops: the scan finishes, the class keeps its name, every refused kind is
+/// skipped and counted with its path, and every decodable kind is used.
+#[test]
+fn a_dataset_of_bad_files_skips_and_counts_each_one() {
+    use kestrel_e2e::corpus::{self, Expect};
+    use kestrel_trainer::config::FitConfig;
+    use kestrel_trainer::fit;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    let odd = data.join("chat noir 猫");
+    let cases = corpus::images(&odd).expect("corpus");
+    std::fs::create_dir_all(data.join("dog")).expect("mkdir");
+    for i in 0..8 {
+        let img = corpus::card(50 + i, 40);
+        std::fs::write(data.join(format!("dog/{i}.jpg")), corpus::jpeg_bytes(&img)).expect("write");
+    }
+    // A loop back to the dataset root (a folder: not an image, ignored), a link to its own
+    // folder with an image name (a directory: ignored), and a link to itself (ELOOP: skipped).
+    std::os::unix::fs::symlink(&data, odd.join("loop")).expect("symlink");
+    std::os::unix::fs::symlink(&odd, odd.join("folder.jpg")).expect("symlink");
+    std::os::unix::fs::symlink(odd.join("self.jpg"), odd.join("self.jpg")).expect("symlink");
+    // A directory with an image name.
+    std::fs::create_dir_all(odd.join("album.png")).expect("mkdir");
+
+    let config = FitConfig {
+        data,
+        out: dir.path().join("run"),
+        backend: Backend::Flex,
+        image_size: 32,
+        val_fraction: 0.25,
+        ..FitConfig::default()
+    };
+    let prepared = fit::prepare(&config).expect("prepare");
+    assert_eq!(
+        prepared.dataset.classes,
+        vec!["chat noir 猫".to_string(), "dog".to_string()]
+    );
+    let refused: Vec<&Path> = cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::Refused(_)))
+        .map(|c| c.path.as_path())
+        .collect();
+    let mut skipped: Vec<&Path> = prepared.skipped.iter().map(|s| s.path.as_path()).collect();
+    skipped.sort();
+    let mut expected: Vec<&Path> = refused.clone();
+    let self_loop = odd.join("self.jpg");
+    expected.push(&self_loop);
+    expected.sort();
+    assert_eq!(skipped, expected, "skipped: {:#?}", prepared.skipped);
+    for s in &prepared.skipped {
+        assert!(!s.reason.is_empty(), "{}", s.path.display());
+    }
+    let decodable = cases.len() - refused.len();
+    assert_eq!(
+        prepared.train.images.len() + prepared.val.len(),
+        decodable + 8,
+        "every decodable kind used"
     );
 }

@@ -131,6 +131,8 @@ pub struct FitConfig {
     pub augment: Augment,
     /// Threads for decoding images (0 = all cores).
     pub workers: usize,
+    /// Images with more pixels than this are skipped (and counted) before they are decoded.
+    pub max_pixels: u64,
     /// The int8 bundle the run ends with (`model.int8.onnx`), calibrated on the training split.
     pub int8_scheme: crate::quantize::Scheme,
     /// Largest top-1 drop (points) the int8 bundle may show on the validation split.
@@ -169,6 +171,7 @@ impl Default for FitConfig {
             early_stopping_patience: 5,
             augment: Augment::default(),
             workers: 0,
+            max_pixels: kestrel_runtime::decode::DEFAULT_MAX_PIXELS,
             int8_scheme: crate::quantize::Scheme::WeightOnly,
             int8_max_drop: 1.0,
         }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kestrel_runtime::decode::DEFAULT_MAX_PIXELS;
 use kestrel_runtime::{Classifier, LoadOptions};
 use rayon::prelude::*;
 
@@ -69,7 +70,7 @@ pub fn evaluate_folder(model: &Path, data: &Path) -> Result<(Evaluation, Vec<Ski
             path: data.to_path_buf(),
         });
     }
-    let set = images::preprocess_for_eval(&samples, &classifier.metadata().preprocess);
+    let set = images::preprocess_for_eval(&samples, &classifier.metadata().preprocess, DEFAULT_MAX_PIXELS);
     let logits = logits(&classifier, &set.data)?;
     Ok((metrics::evaluate(&logits, &set.labels, &labels), set.skipped))
 }

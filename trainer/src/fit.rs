@@ -253,8 +253,8 @@ pub fn prepare(config: &FitConfig) -> Result<Prepared, FitError> {
             .build_global();
     }
     let started = Instant::now();
-    let train = images::decode_for_training(&dataset.train, cache_side(config));
-    let val = images::preprocess_for_eval(&dataset.val, &spec);
+    let train = images::decode_for_training(&dataset.train, cache_side(config), config.max_pixels);
+    let val = images::preprocess_for_eval(&dataset.val, &spec, config.max_pixels);
     tracing::info!(
         "decoded {} images in {:.1}s",
         train.images.len() + val.len(),

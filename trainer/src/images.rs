@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, RgbImage};
 use kestrel_runtime::PreprocessSpec;
-use kestrel_runtime::decode::load_image;
+use kestrel_runtime::decode::load_image_with_limit;
 use kestrel_runtime::preprocess::preprocess;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -97,9 +97,9 @@ fn for_each_sample<T: Send>(
 }
 
 /// Decode `samples` in parallel for augmentation; shorter side capped at `shorter_side`.
-pub fn decode_for_training(samples: &[Sample], shorter_side: u32) -> DecodedSet {
+pub fn decode_for_training(samples: &[Sample], shorter_side: u32, max_pixels: u64) -> DecodedSet {
     let (ok, skipped) = for_each_sample(samples, |s| {
-        load_image(&s.path)
+        load_image_with_limit(&s.path, max_pixels)
             .map(|img| DynamicImage::ImageRgb8(shrink(img, shorter_side)))
             .map_err(|e| e.to_string())
     });
@@ -112,9 +112,9 @@ pub fn decode_for_training(samples: &[Sample], shorter_side: u32) -> DecodedSet 
 }
 
 /// Decode and preprocess `samples` in parallel through the runtime's own code path.
-pub fn preprocess_for_eval(samples: &[Sample], spec: &PreprocessSpec) -> TensorSet {
+pub fn preprocess_for_eval(samples: &[Sample], spec: &PreprocessSpec, max_pixels: u64) -> TensorSet {
     let (ok, skipped) = for_each_sample(samples, |s| {
-        let img = load_image(&s.path).map_err(|e| e.to_string())?;
+        let img = load_image_with_limit(&s.path, max_pixels).map_err(|e| e.to_string())?;
         preprocess(&img, spec).map_err(|e| e.to_string())
     });
     let mut set = TensorSet {

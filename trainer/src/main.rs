@@ -260,6 +260,9 @@ struct FitArgs {
     /// Threads for decoding (0 = all cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Skip (and count) images with more pixels than this, before decoding them.
+    #[arg(long)]
+    max_pixels: Option<u64>,
     /// Form of the int8 bundle the run ends with (see `quantize --help`).
     #[arg(long, value_enum)]
     int8_scheme: Option<QScheme>,
@@ -304,7 +307,7 @@ impl FitArgs {
             label_smoothing
         );
         set!(schedule, class_weights, grad_clip, monitor, workers, folds);
-        set!(int8_scheme, int8_max_drop);
+        set!(int8_scheme, int8_max_drop, max_pixels);
         if let Some(p) = self.patience {
             c.early_stopping_patience = p;
         }

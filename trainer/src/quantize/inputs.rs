@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use image::DynamicImage;
 use kestrel_runtime::PreprocessSpec;
+use kestrel_runtime::decode::DEFAULT_MAX_PIXELS;
 use rayon::prelude::*;
 
 use super::QuantizeError;
@@ -159,14 +160,14 @@ pub fn from_folder(
     train.truncate(options.images.max(1));
     // Decoded at twice the input size: room for crops, a fraction of the originals' memory.
     let side = 2 * spec.height.max(spec.width);
-    let decoded = images::decode_for_training(&train, side);
+    let decoded = images::decode_for_training(&train, side, DEFAULT_MAX_PIXELS);
     let calibration: Vec<Vec<f32>> = views(&decoded.images, spec, options.views, options.seed)
         .into_iter()
         .map(|(_, t)| t)
         .collect();
     let mut skipped = decoded.skipped;
     let held = if options.views <= 1 {
-        let set = images::preprocess_for_eval(&val, spec);
+        let set = images::preprocess_for_eval(&val, spec, DEFAULT_MAX_PIXELS);
         skipped.extend(set.skipped);
         Held {
             data: set.data,
@@ -175,7 +176,7 @@ pub fn from_folder(
             labelled: is_labelled,
         }
     } else {
-        let decoded = images::decode_for_training(&val, side);
+        let decoded = images::decode_for_training(&val, side, DEFAULT_MAX_PIXELS);
         skipped.extend(decoded.skipped);
         let (mut data, mut labels_of) = (Vec::new(), Vec::new());
         for (i, t) in views(&decoded.images, spec, options.views, options.seed ^ 0x4E1D) {
