@@ -204,7 +204,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", kestrel_runtime::error_report(e.as_ref()));
             ExitCode::from(exit::FATAL)
         }
     }
@@ -225,7 +225,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         let prediction = match prediction {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", kestrel_runtime::error_report(e.as_ref()));
                 failed += 1;
                 continue;
             }

@@ -389,3 +389,83 @@ fn run_refuses_a_bad_source_with_the_forms_it_accepts() {
         stderr(&out)
     );
 }
+
+/// `kestrel run --save-uncertain` onto a full disk (a 24 KiB tmpfs) and a read-only one, in a
+/// private user + mount namespace (the kernel's own ENOSPC and EROFS): every failed save is a
+/// warning naming the file and is counted, the run goes on to the end and exits 0, and the
+/// review folder never holds a frame without its sidecar or a temp file.
+#[test]
+fn save_uncertain_survives_a_full_or_read_only_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (full, read_only, report) = (dir.path().join("full"), dir.path().join("ro"), dir.path().join("r"));
+    for d in [&full, &read_only] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let script = r#"
+save() {
+    status=0
+    "$1" run --source synthetic:160x120:10 --save-uncertain "$2" --below 1.01 --save-interval 0 \
+        --format jsonl > "$3.out" 2> "$3.err" || status=$?
+    echo "$status" > "$3.status"
+    ls -A "$2" > "$3.files"
+}
+mount -t tmpfs -o size=24k tmpfs "$2"
+save "$1" "$2" "$4.full"
+mount -t tmpfs -o ro tmpfs "$3"
+save "$1" "$3" "$4.ro"
+"#;
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-euc", script, "sh"])
+        .arg(env!("CARGO_BIN_EXE_kestrel"))
+        .args([&full, &read_only, &report])
+        .current_dir(repo_root())
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "namespace script failed; this test needs user namespaces: {}",
+        stderr(&out)
+    );
+    let read =
+        |case: &str, ext: &str| std::fs::read_to_string(format!("{}.{case}.{ext}", report.display())).expect("report");
+    for (case, os_error, folder) in [
+        ("full", "No space left on device", &full),
+        ("ro", "Read-only file system", &read_only),
+    ] {
+        let err = read(case, "err");
+        assert_eq!(read(case, "status").trim(), "0", "{case}: {err}");
+        let lines = json_lines(&read(case, "out"));
+        let summary = &lines.last().expect("summary line")["summary"];
+        let (saved, failed) = (
+            summary["saved"].as_u64().expect("saved"),
+            summary["save_errors"].as_u64().expect("save_errors"),
+        );
+        assert_eq!(
+            (summary["inferred"].as_u64(), saved + failed),
+            (Some(10), 10),
+            "{case}: {summary}"
+        );
+        assert!(failed >= 1, "{case}: nothing failed: {summary}");
+        assert!(
+            err.contains(os_error) && err.contains(&folder.display().to_string()),
+            "{case}: warning must carry the OS error and the path: {err}"
+        );
+        let files: Vec<String> = read(case, "files").lines().map(str::to_string).collect();
+        assert!(
+            files.iter().all(|f| !f.contains(".tmp")),
+            "{case}: temp files left: {files:?}"
+        );
+        for f in &files {
+            let twin = match f.strip_suffix(".jpg") {
+                Some(stem) => format!("{stem}.json"),
+                None => f.replace(".json", ".jpg"),
+            };
+            assert!(files.contains(&twin), "{case}: {f} without {twin}");
+        }
+        assert_eq!(files.len() as u64, 2 * saved, "{case}: {files:?}");
+        println!(
+            "save-uncertain onto {case}: {saved} saved, {failed} refused; first warning: {}",
+            err.lines().find(|l| l.contains("warning")).unwrap_or_default()
+        );
+    }
+}

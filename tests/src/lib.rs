@@ -63,3 +63,27 @@ pub fn sample_photo_run(dir: &Path, backend: Backend, finetune_epochs: usize) ->
         ..FitConfig::default()
     })
 }
+
+/// The smallest real Kestrel bundle: a 4×4 RGB input, global average pool, and a 2-class Gemm.
+/// A few hundred bytes, so a fuzzer can mutate it quickly; loads and classifies like any other.
+pub fn tiny_bundle_bytes() -> anyhow::Result<Vec<u8>> {
+    use kestrel_trainer::onnx_graph::{Attr, Dim, GraphBuilder, f32_tensor};
+    use prost::Message;
+    let mut g = GraphBuilder::default();
+    g.input(
+        "input",
+        &[Dim::Named("batch"), Dim::Fixed(3), Dim::Fixed(4), Dim::Fixed(4)],
+    );
+    g.node("GlobalAveragePool", &["input"], "pooled", &[]);
+    g.node("Flatten", &["pooled"], "features", &[("axis", Attr::Int(1))]);
+    let w = g.initializer(f32_tensor("w", &[2, 3], &[1.0, 0.0, -1.0, -1.0, 0.0, 1.0]));
+    let b = g.initializer(f32_tensor("b", &[2], &[0.0, 0.1]));
+    g.node("Gemm", &["features", &w, &b], "logits", &[("transB", Attr::Int(1))]);
+    g.output("logits", &[Dim::Named("batch"), Dim::Fixed(2)]);
+    let mut proto = g.into_model("tiny", kestrel_runtime::VERSION);
+    proto.metadata_props = small_metadata(2, 4).to_props();
+    let bytes = proto.encode_to_vec();
+    // Through the contract once, so a seed is never an invalid bundle by accident.
+    kestrel_runtime::Bundle::from_bytes(&bytes, Path::new("tiny.onnx"))?;
+    Ok(bytes)
+}

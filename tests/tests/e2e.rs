@@ -820,3 +820,17 @@ fn a_dataset_of_bad_files_skips_and_counts_each_one() {
         "every decodable kind used"
     );
 }
+
+/// The fuzzer's seed bundle is a real one: it loads, and a red image scores class 0 (weights
+/// `[1, 0, -1]` on the mean of R, G, B) above class 1.
+#[test]
+fn tiny_seed_bundle_loads_and_classifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.onnx");
+    std::fs::write(&path, kestrel_e2e::tiny_bundle_bytes().expect("tiny bundle")).expect("write");
+    let classifier = Classifier::load(&path, &LoadOptions::default()).expect("loads");
+    let red = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(9, 7, image::Rgb([255, 0, 0])));
+    let p = classifier.classify(&red).expect("classify");
+    assert_eq!(p.probabilities.len(), 2);
+    assert!(p.probabilities[0] > 0.8, "{:?}", p.probabilities);
+}

@@ -69,7 +69,7 @@ pub enum CheckpointError {
     Write {
         path: PathBuf,
         #[source]
-        source: kestrel_runtime::BundleError,
+        source: std::io::Error,
     },
     #[error("cannot serialise {what} for checkpoint {path}: {message}")]
     Serialise {

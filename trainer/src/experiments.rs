@@ -27,6 +27,12 @@ pub enum ExperimentError {
     Invalid(String),
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The score of one finished trial.
@@ -234,9 +240,9 @@ pub fn leaderboard(trials: &[Trial]) -> String {
 /// Write `value` as pretty JSON to `path`.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::Invalid(e.to_string()))?;
-    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|e| ExperimentError::Read {
+    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|source| ExperimentError::Write {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 

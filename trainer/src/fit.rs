@@ -102,10 +102,11 @@ impl RunDir {
     }
 }
 
-fn write(path: &Path, text: &str) -> Result<(), FitError> {
-    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|e| FitError::Write {
+/// Write a run file atomically; the error names it.
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), FitError> {
+    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|source| FitError::Write {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })
 }
 

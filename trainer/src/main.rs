@@ -330,7 +330,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", kestrel_runtime::error_report(e.as_ref()));
             let check_failed = e.chain().any(|c| {
                 matches!(
                     c.downcast_ref(),

@@ -150,25 +150,18 @@ pub fn quantize(
             if a.passed { "" } else { ", over the limit" }
         )
     })?;
-    write_text(
+    crate::fit::write(
         &run.0.join("quantize.json"),
         &serde_json::to_string_pretty(&outcome).unwrap_or_default(),
     )?;
     Ok((out, outcome))
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), FitError> {
-    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|e| FitError::Write {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
-}
-
 fn write_files(dir: &Path, report: &Report) -> Result<(), FitError> {
     let curves = curves_svg(report.history);
     let confusion = confusion_svg(&report.evaluation.matrix, report.classes);
-    write_text(&dir.join("curves.svg"), &curves)?;
-    write_text(&dir.join("confusion.svg"), &confusion)?;
+    crate::fit::write(&dir.join("curves.svg"), &curves)?;
+    crate::fit::write(&dir.join("confusion.svg"), &confusion)?;
     // A plot that cannot be drawn must not fail a finished training run: warn and go on.
     let pngs = [
         crate::plots::curves_png(report.history, &dir.join("curves.png")),
@@ -179,11 +172,11 @@ fn write_files(dir: &Path, report: &Report) -> Result<(), FitError> {
             tracing::warn!("{e}");
         }
     }
-    write_text(
+    crate::fit::write(
         &dir.join("report.json"),
         &serde_json::to_string_pretty(report).unwrap_or_default(),
     )?;
-    write_text(&dir.join("report.html"), &html(report, &curves, &confusion))
+    crate::fit::write(&dir.join("report.html"), &html(report, &curves, &confusion))
 }
 
 fn esc(s: &str) -> String {

@@ -103,6 +103,8 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
 
+    outputs_that_cannot_be_written_keep_the_last_checkpoint(&run, dir.path());
+
     let resumed = train_cmd()
         .args(["fit", "--resume", "--out", run.to_str().expect("utf-8")])
         .output()
@@ -156,6 +158,85 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     let top1 = json["top1"].as_f64().expect("top1");
     println!("fine-tuned model on 18 unseen images: top-1 {:.1}%", 100.0 * top1);
     assert!(top1 >= 0.8, "top-1 {top1} on unseen crops of the training photos");
+}
+
+/// `script` under `sh` in a private user + mount namespace, where it may mount a small tmpfs or
+/// a read-only bind without privileges: the kernel's own ENOSPC and EROFS, not a simulation.
+fn in_mount_namespace(script: &str, args: &[&Path]) -> Output {
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-euc", script, "sh"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "namespace script failed ({:?}); this test needs user namespaces\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Resuming `run` (a killed run) onto a full disk, then onto a read-only one: each fails with
+/// exit 2 and the OS error with the file it concerns; `last.ckpt` is untouched, and no temp file
+/// is left behind. `run` is left as the disk-full attempt left it, for the real resume after.
+fn outputs_that_cannot_be_written_keep_the_last_checkpoint(run: &Path, scratch: &Path) {
+    let last = run.join("checkpoints/last.ckpt");
+    let before = std::fs::read(&last).expect("last.ckpt");
+    let mount = scratch.join("mnt");
+    std::fs::create_dir_all(&mount).expect("mkdir");
+    let report = scratch.join("attempt");
+    let bin = Path::new(env!("CARGO_BIN_EXE_kestrel-train"));
+
+    // Full: a tmpfs with the run copied in and 1 MiB left, less than one checkpoint.
+    in_mount_namespace(
+        r#"mount -t tmpfs -o size=256m tmpfs "$3"
+cp -a "$2" "$3/run"
+avail=$(df --output=avail -B1 "$3" | tail -n 1)
+fallocate -l $((avail - 1048576)) "$3/filler"
+status=0
+"$1" fit --resume --out "$3/run" > /dev/null 2> "$4.stderr" || status=$?
+echo "$status" > "$4.status"
+rm -f "$3/filler"
+rm -rf "$2"
+cp -a "$3/run" "$2""#,
+        &[bin, run, &mount, &report],
+    );
+    let read = |ext: &str| std::fs::read_to_string(report.with_extension(ext)).expect("attempt report");
+    let err = read("stderr");
+    assert_eq!(read("status").trim(), "2", "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains(".ckpt"),
+        "disk full must be reported with the checkpoint's path: {err}"
+    );
+    println!("resume onto a full disk: {}", err.trim());
+
+    // Read-only: the run folder bind-mounted read-only over itself.
+    in_mount_namespace(
+        r#"mount --bind "$2" "$2"
+mount -o remount,bind,ro "$2"
+status=0
+"$1" fit --resume --out "$2" > /dev/null 2> "$3.stderr" || status=$?
+echo "$status" > "$3.status""#,
+        &[bin, run, &report],
+    );
+    let err = read("stderr");
+    assert_eq!(read("status").trim(), "2", "{err}");
+    assert!(
+        err.contains("Read-only file system") && err.contains(&run.display().to_string()),
+        "read-only must be reported with the path: {err}"
+    );
+    println!("resume onto a read-only disk: {}", err.trim());
+
+    assert!(std::fs::read(&last).expect("last.ckpt") == before, "last.ckpt changed");
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .expect("checkpoints")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
 #[test]

@@ -24,23 +24,50 @@ enum Scan {
     Frame { start: usize, end: usize },
     /// The frame starting at `start` is cut by a new SOI at `next`.
     Truncated { start: usize, next: usize },
-    /// Not enough data yet; keep bytes from `keep` on.
-    NeedMore { keep: usize },
+    /// Not enough data yet; keep bytes from `keep` on. `resume`, when a frame has started (at
+    /// `keep`), is where to carry on once more bytes arrive.
+    NeedMore { keep: usize, resume: Option<Resume> },
 }
 
-fn scan(buf: &[u8]) -> Scan {
-    let Some(start) = buf.windows(2).position(|w| w == [0xFF, 0xD8]) else {
-        // Keep a trailing 0xFF: it may be the first half of the next SOI.
-        let keep = if buf.last() == Some(&0xFF) {
-            buf.len() - 1
-        } else {
-            buf.len()
-        };
-        return Scan::NeedMore { keep };
+/// How far into a started frame the scan got: the next byte to look at (relative to the
+/// frame's SOI) and whether it is inside entropy-coded data. Carrying it between pushes keeps
+/// splitting linear in the stream length: a frame arriving in many small reads (TCP segments)
+/// is not rescanned from its SOI on every read.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    at: usize,
+    in_scan: bool,
+}
+
+fn scan(buf: &[u8], resume: Option<Resume>) -> Scan {
+    let (start, mut i, mut in_scan) = match resume {
+        // A resumed frame always starts at 0: everything before it was drained.
+        Some(r) => (0, r.at, r.in_scan),
+        None => {
+            let Some(start) = buf.windows(2).position(|w| w == [0xFF, 0xD8]) else {
+                // Keep a trailing 0xFF: it may be the first half of the next SOI.
+                let keep = if buf.last() == Some(&0xFF) {
+                    buf.len() - 1
+                } else {
+                    buf.len()
+                };
+                return Scan::NeedMore { keep, resume: None };
+            };
+            (start, start + 2, false)
+        }
     };
-    let mut i = start + 2;
-    let mut in_scan = false;
+    let more = |at: usize, in_scan: bool| Scan::NeedMore {
+        keep: start,
+        resume: Some(Resume {
+            at: at - start,
+            in_scan,
+        }),
+    };
     loop {
+        if i > buf.len() {
+            // Inside a segment whose length points past what has arrived.
+            return more(i, in_scan);
+        }
         if in_scan {
             // Entropy-coded data: 0xFF 0x00 is a stuffed byte, 0xFF 0xD0..=0xD7 a restart
             // marker; any other 0xFF xx is the next marker.
@@ -52,17 +79,18 @@ fn scan(buf: &[u8]) -> Scan {
                     i += p;
                     in_scan = false;
                 }
-                None => return Scan::NeedMore { keep: start },
+                // The last byte may be half of a marker: look at it again next time.
+                None => return more(i.max(buf.len().saturating_sub(1)), true),
             }
         }
         if i + 2 > buf.len() {
-            return Scan::NeedMore { keep: start };
+            return more(i, false);
         }
         if buf[i] != 0xFF {
             // Not a marker where one must be: the frame is damaged. Resynchronise on the next SOI.
             return match buf[i..].windows(2).position(|w| w == [0xFF, 0xD8]) {
                 Some(p) => Scan::Truncated { start, next: i + p },
-                None => Scan::NeedMore { keep: start },
+                None => more(i, false),
             };
         }
         let marker = buf[i + 1];
@@ -74,19 +102,16 @@ fn scan(buf: &[u8]) -> Scan {
             0x01 | 0xD0..=0xD7 => i += 2,
             _ => {
                 if i + 4 > buf.len() {
-                    return Scan::NeedMore { keep: start };
+                    return more(i, false);
                 }
                 let len = u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize;
                 if len < 2 {
                     return match buf[i + 2..].windows(2).position(|w| w == [0xFF, 0xD8]) {
                         Some(p) => Scan::Truncated { start, next: i + 2 + p },
-                        None => Scan::NeedMore { keep: start },
+                        None => more(i, false),
                     };
                 }
                 i += 2 + len;
-                if i > buf.len() {
-                    return Scan::NeedMore { keep: start };
-                }
                 in_scan = marker == 0xDA;
             }
         }
@@ -97,6 +122,7 @@ fn scan(buf: &[u8]) -> Scan {
 #[derive(Debug, Default)]
 pub struct Splitter {
     buf: Vec<u8>,
+    resume: Option<Resume>,
     /// Bytes dropped as garbage between frames (not counted as corrupt frames).
     pub skipped_bytes: u64,
 }
@@ -108,7 +134,7 @@ impl Splitter {
 
     /// The next complete piece, or `None` until more bytes arrive.
     pub fn next_piece(&mut self) -> Option<Piece> {
-        match scan(&self.buf) {
+        match scan(&self.buf, self.resume.take()) {
             Scan::Frame { start, end } => {
                 self.skipped_bytes += start as u64;
                 let frame = self.buf[start..end].to_vec();
@@ -123,19 +149,19 @@ impl Splitter {
                     reason: "frame cut short (a new frame started before its end marker)",
                 })
             }
-            Scan::NeedMore { keep } => {
+            Scan::NeedMore { keep, resume } => {
                 self.skipped_bytes += keep as u64;
                 self.buf.drain(..keep);
                 if self.buf.len() <= MAX_FRAME_BYTES {
+                    self.resume = resume;
                     return None;
                 }
-                let bytes = self.buf.len();
-                // Drop the oversized start and look for the next SOI in what is left.
-                self.buf.drain(..2);
-                match self.buf.windows(2).position(|w| w == [0xFF, 0xD8]) {
-                    Some(p) => drop(self.buf.drain(..p)),
-                    None => self.buf.clear(),
-                }
+                // Drop the oversized frame up to the next SOI in what is left (or all of it).
+                let bytes = match self.buf[2..].windows(2).position(|w| w == [0xFF, 0xD8]) {
+                    Some(p) => 2 + p,
+                    None => self.buf.len(),
+                };
+                self.buf.drain(..bytes);
                 Some(Piece::Corrupt {
                     bytes,
                     reason: "frame larger than the 32 MiB limit",
@@ -147,6 +173,7 @@ impl Splitter {
     /// At end of stream: whatever is left, reported as a truncated frame if it started one.
     pub fn finish(&mut self) -> Option<Piece> {
         let rest = std::mem::take(&mut self.buf);
+        self.resume = None;
         match rest.windows(2).position(|w| w == [0xFF, 0xD8]) {
             Some(start) => {
                 self.skipped_bytes += start as u64;
@@ -223,6 +250,32 @@ mod tests {
             out.push(p);
         }
         out
+    }
+
+    #[test]
+    fn an_endless_frame_is_cut_at_the_limit_and_every_byte_accounted() {
+        let mut endless = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02];
+        endless.resize(MAX_FRAME_BYTES + 1000, 0x55);
+        let good = fake_jpeg(7);
+        let mut s = Splitter::default();
+        let mut pieces = Vec::new();
+        for part in endless.chunks(1 << 20).chain([&good[..]]) {
+            s.push(part);
+            while let Some(p) = s.next_piece() {
+                pieces.push(p);
+            }
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Corrupt {
+                    bytes: endless.len(),
+                    reason: "frame larger than the 32 MiB limit"
+                },
+                Piece::Frame(good.clone())
+            ]
+        );
+        assert_eq!(s.skipped_bytes, 0);
     }
 
     #[test]
