@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::Cost;
 
 use crate::classifier::{Classifier, ClassifierError, LoadOptions};
 
@@ -22,12 +24,18 @@ pub struct BenchResult {
     pub p95_ms: f64,
     pub mean_ms: f64,
     pub images_per_second: f64,
+    /// Multiply-accumulates of one inference, counted by tract on the decluttered graph
+    /// (integer and float alike).
+    pub macs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub threads: usize,
     pub results: Vec<BenchResult>,
+    /// This CPU's f32 matrix-product rate through tract's own kernels at these threads, MAC/s:
+    /// the denominator of each model's arithmetic floor.
+    pub matmul_macs_per_second: f64,
     /// Peak resident memory of the whole process, MiB (Linux; 0 elsewhere).
     pub peak_rss_mib: f64,
 }
@@ -68,11 +76,12 @@ pub fn run(
         let classifier = Classifier::load(path, options)?;
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let load_rss_mib = (proc_status_mib("VmRSS:") - rss).max(0.0);
+        let macs = model_macs(&crate::Bundle::read(path)?, path)?;
         // A fixed, deterministic input: inference time does not depend on pixel values.
         let input: Vec<f32> = (0..classifier.metadata().preprocess.tensor_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        loaded.push((classifier, input, load_ms, load_rss_mib));
+        loaded.push((classifier, input, load_ms, load_rss_mib, macs));
     }
     for _ in 0..warmup {
         for (c, input, ..) in &loaded {
@@ -90,7 +99,7 @@ pub fn run(
     let results = loaded
         .iter()
         .zip(samples)
-        .map(|((c, _, load_ms, load_rss_mib), mut s)| {
+        .map(|((c, _, load_ms, load_rss_mib, macs), mut s)| {
             s.sort_by(f64::total_cmp);
             let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
             BenchResult {
@@ -104,14 +113,88 @@ pub fn run(
                 p95_ms: quantile(&s, 0.95),
                 mean_ms: mean,
                 images_per_second: 1e3 / mean,
+                macs: *macs,
             }
         })
         .collect();
     Ok(BenchReport {
         threads: options.threads,
         results,
+        matmul_macs_per_second: matmul_rate(options, iterations.clamp(3, 20))?,
         peak_rss_mib: proc_status_mib("VmHWM:"),
     })
+}
+
+/// Multiply-accumulates of one inference of `bundle`, from tract's cost model on the decluttered
+/// graph (before kernel selection, so each Conv/Gemm counts its true arithmetic once).
+pub fn model_macs(bundle: &crate::Bundle, path: &Path) -> Result<u64, ClassifierError> {
+    let prepare = |e: TractError| ClassifierError::Prepare {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    };
+    let model = tract_onnx::onnx()
+        .model_for_proto_model(&bundle.proto)
+        .and_then(|m| m.with_input_fact(0, f32::fact(bundle.metadata.preprocess.batch_shape(1)).into()))
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .map_err(prepare)?;
+    let mut macs = 0u64;
+    for node in model.nodes() {
+        let inputs = model.node_input_facts(node.id).map_err(prepare)?;
+        for (cost, count) in node.op.cost(&inputs).map_err(prepare)? {
+            if matches!(cost, Cost::FMA(_)) {
+                macs += count.to_i64().map_err(|e| prepare(e.into()))?.max(0) as u64;
+            }
+        }
+    }
+    Ok(macs)
+}
+
+/// The f32 MAC/s of a 512×512 by 512×512 matrix product through tract (the kernels its convs
+/// become), p50 of `iterations`: what "as fast as this CPU multiplies" means for the floor.
+pub fn matmul_rate(options: &LoadOptions, iterations: usize) -> Result<f64, ClassifierError> {
+    const N: usize = 512;
+    let prepare = |e: TractError| ClassifierError::Prepare {
+        path: PathBuf::from("<matmul probe>"),
+        message: format!("{e:#}"),
+    };
+    let mut model = TypedModel::default();
+    let a = model.add_source("a", f32::fact([N, N])).map_err(prepare)?;
+    let b: Vec<f32> = (0..N * N).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
+    let b = model
+        .add_const(
+            "b",
+            tract_ndarray::Array2::from_shape_vec((N, N), b).map_err(|e| prepare(e.into()))?,
+        )
+        .map_err(prepare)?;
+    let c = model
+        .wire_node(
+            "c",
+            tract_onnx::tract_core::ops::einsum::EinSum::new("mk,kn->mn".parse().map_err(prepare)?, f32::datum_type()),
+            &[a, b],
+        )
+        .map_err(prepare)?;
+    model.select_output_outlets(&c).map_err(prepare)?;
+    let executor = (options.threads > 1).then(|| tract_linalg::multithread::Executor::multithread(options.threads));
+    let run_options = tract_onnx::tract_core::runtime::RunOptions {
+        executor,
+        ..Default::default()
+    };
+    let plan = model
+        .into_optimized()
+        .and_then(|m| m.into_runnable_with_options(&run_options))
+        .map_err(prepare)?;
+    let input: Tensor = tract_ndarray::Array2::<f32>::from_elem((N, N), 0.5).into();
+    let mut times = Vec::with_capacity(iterations + 1);
+    for _ in 0..=iterations {
+        let t = Instant::now();
+        plan.run(tvec!(input.clone().into())).map_err(prepare)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    // The first run pays for packing and page faults.
+    let mut times = times.split_off(1);
+    times.sort_by(f64::total_cmp);
+    Ok((N * N * N) as f64 / quantile(&times, 0.5))
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -151,6 +234,18 @@ pub fn table(report: &BenchReport) -> String {
         report.results.first().map_or(0, |r| r.iterations),
         report.peak_rss_mib
     );
+    let rate = report.matmul_macs_per_second;
+    s += &format!("f32 matrix products through tract here: {:.1} GMAC/s\n", rate / 1e9);
+    for r in &report.results {
+        let floor_ms = r.macs as f64 / rate * 1e3;
+        s += &format!(
+            "  {}: {:.3} GMAC → floor {:.2} ms at that rate; p50 is {:.1}× the floor\n",
+            r.model.display(),
+            r.macs as f64 / 1e9,
+            floor_ms,
+            r.p50_ms / floor_ms
+        );
+    }
     s
 }
 

@@ -194,6 +194,12 @@ fn bench_compares_models_side_by_side() {
         "int8 is under a third of float"
     );
     assert!(report["peak_rss_mib"].as_f64().expect("rss") > 0.0);
+    // EfficientNet-Lite0 at 224 px is about 0.4 GMAC (0.39–0.41 in published counts), and
+    // weight-only int8 does the same arithmetic.
+    let macs = |r: &serde_json::Value| r["macs"].as_u64().expect("macs") as f64 / 1e9;
+    assert!((0.37..0.42).contains(&macs(&results[0])), "{}", macs(&results[0]));
+    assert!((macs(&results[1]) / macs(&results[0]) - 1.0).abs() < 0.02);
+    assert!(report["matmul_macs_per_second"].as_f64().expect("rate") > 1e8);
 
     let text = kestrel(&[
         "bench",
