@@ -32,6 +32,9 @@ venv="${KESTREL_VENV:-$HOME/.cache/kestrel/venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import onnxruntime" 2>/dev/null ||
     "$venv/bin/pip" install --quiet --disable-pip-version-check onnxruntime==1.23.2
+# The latency plot.
+"$venv/bin/python" -c "import matplotlib" 2>/dev/null ||
+    "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib==3.10.9
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -147,7 +150,32 @@ for s in schemes:
     size = t1["file_bytes"] / 1048576 if t1 else 0
     md.append(f"| {s} | {label} | {agree} | {size:.1f} | {ms(t1)} | {ratio(f1, t1)} | {ms(t2)} | {ratio(f2, t2)} | "
               f"{ms(o1)} | {ms(o2)} | {vs_ort} | {t1['load_ms']:.0f} | {t1['load_rss_mib']:.1f} |")
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
+engines = [("tract_1", "tract, 1 thread"), ("tract_2", "tract, 2 threads"), ("ort_1", "onnxruntime, 1 thread"),
+           ("ort_2", "onnxruntime, 2 threads")]
+width = 0.2
+for i, (key, name) in enumerate(engines):
+    xs, ys = [], []
+    for j, sname in enumerate(schemes):
+        r = rows.get(sname, {}).get(key)
+        if r and "p50_ms" in r:
+            xs.append(j + (i - 1.5) * width)
+            ys.append(r["p50_ms"])
+    ax.bar(xs, ys, width, label=name)
+ax.set_yscale("log")
+ax.set_xticks(range(len(schemes)), schemes)
+ax.set_ylabel("p50 latency, ms (log scale)")
+ax.set_title(f"EfficientNet-Lite0 224 px, batch 1 — {cpu()}, {date}", fontsize=9)
+ax.grid(axis="y", which="both", alpha=0.3)
+ax.legend(fontsize=8)
+fig.tight_layout()
+fig.savefig(os.path.join(out, "benchmarks-latency.png"))
 md += [
+    "",
+    "![p50 latency per scheme and engine, log scale](benchmarks-latency.png)",
     "",
     "tract/ORT above 1 means tract is slower than onnxruntime on the same file. Peak RSS of the whole "
     f"tract bench process: {rows['float32']['tract_1'] and json.load(open(os.path.join(work, 'tract-1.json')))['peak_rss_mib']:.0f} MiB.",
