@@ -53,3 +53,9 @@ KESTREL_PI_PROFILE=pi-ci scripts/build-pi.sh
 
 step "benchmark scripts still run (quick mode; numbers not kept)"
 scripts/bench-int8.sh --quick
+
+step "soak: kestrel run on a live MJPEG pipe for 60 s, RSS sampled"
+scripts/soak.sh 60
+
+step "fuzz smoke: each cargo-fuzz target for 30 s"
+scripts/fuzz.sh --smoke 30

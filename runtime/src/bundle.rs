@@ -82,6 +82,8 @@ pub enum ContractError {
     InputShape { expected: [usize; 4], found: Vec<String> },
     #[error("the model must have exactly one input and one output, it has {inputs} and {outputs}")]
     Arity { inputs: usize, outputs: usize },
+    #[error("{user} names tensor `{name}`, which no graph input, initializer or node produces")]
+    DanglingName { user: String, name: String },
     #[error(
         "weight `{tensor}` holds {value} at index {index}; the run that wrote it diverged (retrain with a lower learning rate, or export an earlier checkpoint)"
     )]
@@ -180,6 +182,7 @@ impl Metadata {
 
     /// Check the graph's declared input and output against the metadata.
     pub fn check_graph(&self, graph: &pb::GraphProto) -> Result<(), ContractError> {
+        check_names(graph)?;
         let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<&pb::ValueInfoProto> = graph
             .input
@@ -216,6 +219,36 @@ impl Metadata {
         }
         check_weights_finite(graph)
     }
+}
+
+/// Every tensor a node reads and every graph output must exist. tract assumes so and panics on
+/// a dangling name (found by fuzzing): a broken file must be an error, not a crash.
+fn check_names(graph: &pb::GraphProto) -> Result<(), ContractError> {
+    let mut known: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .collect();
+    for node in &graph.node {
+        known.extend(node.output.iter().map(String::as_str));
+    }
+    for node in &graph.node {
+        // An empty name is ONNX's "optional input left out".
+        if let Some(name) = node.input.iter().find(|n| !n.is_empty() && !known.contains(n.as_str())) {
+            return Err(ContractError::DanglingName {
+                user: format!("node `{}` ({})", node.name, node.op_type),
+                name: name.clone(),
+            });
+        }
+    }
+    if let Some(output) = graph.output.iter().find(|o| !known.contains(o.name.as_str())) {
+        return Err(ContractError::DanglingName {
+            user: "the graph's output".into(),
+            name: output.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// A NaN or infinite float weight makes every answer NaN; refuse it at load, naming the tensor.

@@ -235,6 +235,26 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
             "holds NaN at index 1",
         ),
         (
+            "dangling-output",
+            {
+                let mut p = proto.clone();
+                p.graph.as_mut().expect("graph").output[0].name = "nowhere".into();
+                p.encode_to_vec()
+            },
+            "the graph's output names tensor `nowhere`",
+        ),
+        (
+            "dangling-input",
+            {
+                let mut p = proto.clone();
+                let graph = p.graph.as_mut().expect("graph");
+                let last = graph.node.len() - 1;
+                graph.node[last].input[0] = "ghost".into();
+                p.encode_to_vec()
+            },
+            "names tensor `ghost`, which no graph input",
+        ),
+        (
             "plain-onnx",
             {
                 let mut p = proto.clone();
