@@ -58,6 +58,9 @@ for t in "${targets[@]}"; do
         echo "fuzz target $t failed (exit $status); the input is in fuzz/artifacts/$t/" >&2
         exit 1
     fi
+    # Keep the committed corpus to the inputs that add coverage.
+    [ $smoke = 1 ] || (cd fuzz && cargo +nightly fuzz cmin --target-dir "$fuzz_target_dir" --dev "$t" "$corpus") \
+        > "$work/$t.cmin.log" 2>&1
 done
 
 python3 - "$work" "$seconds" "$smoke" "${targets[@]}" <<'PY'

@@ -13,7 +13,7 @@
 #   - kestrel exits 0 at end of stream.
 # Writes OUT_DIR/rss.csv (seconds, kB) and OUT_DIR/soak.json; prints a one-line verdict
 # (scripts/soak_check.py).
-# KESTREL_BIN picks the binary (default: the release build, else the dev build).
+# KESTREL_BIN picks the binary (default: a release build of this checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +28,9 @@ mkdir -p "$out"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 bin="${KESTREL_BIN:-}"
 if [ -z "$bin" ]; then
-    for candidate in "$CARGO_TARGET_DIR/release/kestrel" "$CARGO_TARGET_DIR/debug/kestrel"; do
-        [ -x "$candidate" ] && bin="$candidate" && break
-    done
-fi
-if [ -z "$bin" ]; then
-    cargo build --locked -p kestrel-runtime
-    bin="$CARGO_TARGET_DIR/debug/kestrel"
+    # Build what is soaked: a stale binary from an older checkout would pass for this one.
+    cargo build --locked --release -p kestrel-runtime
+    bin="$CARGO_TARGET_DIR/release/kestrel"
 fi
 assets=$(scripts/fetch-assets.sh)
 frames=("$assets/samples/rocket.jpg" "$assets/photos/retina.jpg" "$assets/photos/hubble_deep_field.jpg")

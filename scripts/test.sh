@@ -55,7 +55,7 @@ step "benchmark scripts still run (quick mode; numbers not kept)"
 scripts/bench-int8.sh --quick
 
 step "soak: kestrel run on a live MJPEG pipe for 60 s, RSS sampled"
-scripts/soak.sh 60
+KESTREL_BIN="$CARGO_TARGET_DIR/debug/kestrel" scripts/soak.sh 60
 
 step "fuzz smoke: each cargo-fuzz target for 30 s"
 scripts/fuzz.sh --smoke 30
