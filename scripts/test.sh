@@ -52,7 +52,7 @@ step "Raspberry Pi: aarch64 cross-build and qemu smoke run"
 KESTREL_PI_PROFILE=pi-ci scripts/build-pi.sh
 
 step "benchmark scripts still run (quick mode; numbers not kept)"
-scripts/bench-int8.sh --quick
+scripts/bench.sh --quick
 
 step "soak: kestrel run on a live MJPEG pipe for 60 s, RSS sampled"
 KESTREL_BIN="$CARGO_TARGET_DIR/debug/kestrel" scripts/soak.sh 60

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Every benchmark, one command: writes docs/benchmarks.md (and the JSON beside it) from this run.
+#
+#   scripts/bench.sh            # full: inference + frame pipeline (bench-int8.sh), training
+#                               # (bench-train.sh), footprint (below); about an hour on 2 cores
+#   scripts/bench.sh --quick    # every step with a few iterations, nothing in docs/ changes (CI)
+#   scripts/bench.sh footprint  # one part only: inference, training or footprint
+#
+# Footprint: stripped release sizes of `kestrel` (x86-64 and the aarch64 Pi build) and the cold
+# build time of the runtime alone (`cargo build --release -p kestrel-runtime` into an empty
+# target folder: what a user pays to build kestrel on a fresh machine, with the registry cached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+parts=()
+for a in "$@"; do
+    case "$a" in
+        --quick) quick=1 ;;
+        inference | training | footprint) parts+=("$a") ;;
+        *) echo "usage: scripts/bench.sh [--quick] [inference|training|footprint]..." >&2; exit 2 ;;
+    esac
+done
+[ ${#parts[@]} -gt 0 ] || parts=(inference training footprint)
+q=()
+[ $quick = 1 ] && q=(--quick)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
+
+for part in "${parts[@]}"; do
+    echo "== bench: $part ($(date +%H:%M:%S))" >&2
+    case "$part" in
+        inference) scripts/bench-int8.sh "${q[@]}" ;;
+        training) scripts/bench-train.sh "${q[@]}" ;;
+        footprint)
+            work=$(mktemp -d)
+            if [ $quick = 1 ]; then
+                # The steps, not the numbers: sizes of the dev build, no cold build.
+                cargo build --locked -p kestrel-runtime
+                bin="$CARGO_TARGET_DIR/debug/kestrel"
+                pi_bin=""
+                cold="null"
+            else
+                cargo build --locked --release -p kestrel-runtime
+                bin="$CARGO_TARGET_DIR/release/kestrel"
+                pi_bin=$(scripts/build-pi.sh --no-run)
+                t0=$(date +%s.%N)
+                CARGO_TARGET_DIR="$work/target" cargo build --locked --release -p kestrel-runtime >&2
+                cold=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")
+            fi
+            cp "$bin" "$work/kestrel" && strip "$work/kestrel"
+            python3 - "$quick" "$bin" "$work/kestrel" "$cold" "$pi_bin" <<'PY'
+import datetime, json, os, subprocess, sys
+quick, binary, stripped, cold, pi_bin = sys.argv[1] == "1", sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+size = lambda p: os.path.getsize(p) if p and os.path.exists(p) else None
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+result = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "rustc": rustc,
+          "load_average": os.getloadavg()[0], "kestrel_bytes": size(binary), "kestrel_stripped_bytes": size(stripped),
+          "kestrel_aarch64_pi_stripped_bytes": size(pi_bin), "runtime_cold_build_s": None if cold == "null" else float(cold)}
+print(json.dumps(result))
+if quick:
+    sys.exit(0)
+json.dump(result, open("docs/benchmarks-footprint.json", "w"), indent=1)
+mib = lambda b: "n/a" if b is None else f"{b:,} bytes ({b / 1048576:.1f} MiB)"
+md = [
+    "## Footprint (`scripts/bench.sh footprint`)",
+    "",
+    f"Written on {result['date']}: {cpu}, {os.cpu_count()} cores, {rustc}, load average {result['load_average']:.2f}.",
+    "",
+    "| what | value |",
+    "|---|---|",
+    f"| `kestrel`, x86-64, release, stripped | {mib(result['kestrel_stripped_bytes'])} |",
+    f"| `kestrel`, x86-64, release, as built (with debug info) | {mib(result['kestrel_bytes'])} |",
+    f"| `kestrel`, aarch64, profile `pi` (fat LTO, stripped, panic=abort) | {mib(result['kestrel_aarch64_pi_stripped_bytes'])} |",
+    f"| cold build of the runtime alone, `cargo build --release -p kestrel-runtime`, empty target folder | "
+    f"{result['runtime_cold_build_s']:.0f} s |",
+    "",
+    "`kestrel-train` in release is not measured here: a release build of Burn takes most of an hour on two cores.",
+    "",
+]
+sys.path.insert(0, "scripts")
+from md_section import replace_section
+replace_section("docs/benchmarks.md", "## Footprint (", "\n".join(md))
+print("\n".join(md))
+PY
+            rm -rf "$work"
+            ;;
+    esac
+done
