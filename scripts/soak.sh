@@ -8,7 +8,8 @@
 # A producer writes JPEG frames (sample photos plus one corrupt frame in every 50) into
 # `kestrel run --source mjpeg:-` at about 30 frames/s, as `rpicam-vid` does on a Pi, then closes
 # the pipe. Passes when:
-#   - RSS after warm-up (the first 20% of the run, at least 10 s) grows by at most 2 MiB;
+#   - after warm-up (the first 20%, at least 10 s) the last third's peak RSS is at most 2 MiB above
+#     the first third's (RSS saw-tooths as frame buffers are mapped and unmapped; a leak lifts the peak);
 #   - the summary accounts for every frame written: frames = inferred + dropped + corrupt = produced;
 #   - kestrel exits 0 at end of stream.
 # Writes OUT_DIR/rss.csv (seconds, kB) and OUT_DIR/soak.json; prints a one-line verdict
