@@ -8,7 +8,7 @@ use serde::Serialize;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 
-use crate::classifier::{Classifier, ClassifierError, LoadOptions};
+use crate::classifier::{Classifier, ClassifierError, LoadOptions, prepare_error};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
@@ -128,10 +128,7 @@ pub fn run(
 /// Multiply-accumulates of one inference of `bundle`, from tract's cost model on the decluttered
 /// graph (before kernel selection, so each Conv/Gemm counts its true arithmetic once).
 pub fn model_macs(bundle: &crate::Bundle, path: &Path) -> Result<u64, ClassifierError> {
-    let prepare = |e: TractError| ClassifierError::Prepare {
-        path: path.to_path_buf(),
-        message: format!("{e:#}"),
-    };
+    let prepare = prepare_error(path);
     let model = tract_onnx::onnx()
         .model_for_proto_model(&bundle.proto)
         .and_then(|m| m.with_input_fact(0, f32::fact(bundle.metadata.preprocess.batch_shape(1)).into()))
@@ -154,10 +151,7 @@ pub fn model_macs(bundle: &crate::Bundle, path: &Path) -> Result<u64, Classifier
 /// become), p50 of `iterations`: what "as fast as this CPU multiplies" means for the floor.
 pub fn matmul_rate(options: &LoadOptions, iterations: usize) -> Result<f64, ClassifierError> {
     const N: usize = 512;
-    let prepare = |e: TractError| ClassifierError::Prepare {
-        path: PathBuf::from("<matmul probe>"),
-        message: format!("{e:#}"),
-    };
+    let prepare = prepare_error(Path::new("<matmul probe>"));
     let mut model = TypedModel::default();
     let a = model.add_source("a", f32::fact([N, N])).map_err(prepare)?;
     let b: Vec<f32> = (0..N * N).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
@@ -175,14 +169,9 @@ pub fn matmul_rate(options: &LoadOptions, iterations: usize) -> Result<f64, Clas
         )
         .map_err(prepare)?;
     model.select_output_outlets(&c).map_err(prepare)?;
-    let executor = (options.threads > 1).then(|| tract_linalg::multithread::Executor::multithread(options.threads));
-    let run_options = tract_onnx::tract_core::runtime::RunOptions {
-        executor,
-        ..Default::default()
-    };
     let plan = model
         .into_optimized()
-        .and_then(|m| m.into_runnable_with_options(&run_options))
+        .and_then(|m| m.into_runnable_with_options(&options.run_options()))
         .map_err(prepare)?;
     let input: Tensor = tract_ndarray::Array2::<f32>::from_elem((N, N), 0.5).into();
     let mut times = Vec::with_capacity(iterations + 1);

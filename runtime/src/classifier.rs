@@ -101,6 +101,24 @@ impl std::fmt::Debug for Classifier {
     }
 }
 
+/// Turns tract's errors while building `path`'s model into [`ClassifierError::Prepare`].
+pub(crate) fn prepare_error(path: &Path) -> impl Fn(TractError) -> ClassifierError + Copy + '_ {
+    move |e| ClassifierError::Prepare {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    }
+}
+
+impl LoadOptions {
+    /// tract's run options for these threads: its multithreaded executor above 1.
+    pub(crate) fn run_options(&self) -> RunOptions {
+        RunOptions {
+            executor: (self.threads > 1).then(|| tract_linalg::multithread::Executor::multithread(self.threads)),
+            ..RunOptions::default()
+        }
+    }
+}
+
 impl Classifier {
     /// Load, validate and optimise the bundle at `path`.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, ClassifierError> {
@@ -109,10 +127,7 @@ impl Classifier {
     }
 
     pub fn from_bundle(bundle: Bundle, path: &Path, options: &LoadOptions) -> Result<Self, ClassifierError> {
-        let prepare = |e: TractError| ClassifierError::Prepare {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        };
+        let prepare = prepare_error(path);
         let input_shape = bundle.metadata.preprocess.batch_shape(1);
         let model = tract_onnx::onnx()
             .model_for_proto_model(&bundle.proto)
@@ -137,12 +152,9 @@ impl Classifier {
             }
             .into());
         }
-        let executor = (options.threads > 1).then(|| tract_linalg::multithread::Executor::multithread(options.threads));
-        let run_options = RunOptions {
-            executor,
-            ..RunOptions::default()
-        };
-        let plan = model.into_runnable_with_options(&run_options).map_err(prepare)?;
+        let plan = model
+            .into_runnable_with_options(&options.run_options())
+            .map_err(prepare)?;
         Ok(Classifier {
             path: path.to_path_buf(),
             metadata: bundle.metadata,

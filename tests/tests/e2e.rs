@@ -127,7 +127,7 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).expect("write");
         let err = Classifier::load(&path, &LoadOptions::default()).expect_err(name);
-        let msg = format!("{err}: {}", error_chain(&err));
+        let msg = kestrel_runtime::error_report(&err);
         assert!(
             msg.contains(&path.display().to_string()),
             "{name}: message must name the file: {msg}"
@@ -292,16 +292,6 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
             ..
         }
     ));
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![];
-    let mut source = err.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[test]
@@ -734,7 +724,7 @@ fn bad_image_corpus_decodes_upright_or_is_refused_by_name() {
                 );
             }
             (Expect::Refused(why), Err(err)) => {
-                let msg = format!("{err}: {}", error_chain(&err));
+                let msg = kestrel_runtime::error_report(&err);
                 assert!(
                     msg.contains(why) && msg.contains(&case.path.display().to_string()),
                     "{}: expected `{why}` and the path in: {msg}",
