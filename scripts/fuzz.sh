@@ -8,10 +8,12 @@
 #                                      # fuzz/corpus/<target>, and the "Fuzzing" table of
 #                                      # docs/reliability.md is rewritten
 #   scripts/fuzz.sh --smoke [SECONDS]  # CI: each target for SECONDS (default 30) on a copy of the
-#                                      # corpus; nothing in the repository changes
+#                                      # corpus, with a fixed seed (-seed=1) so a local smoke run
+#                                      # explores what CI's does; nothing in the repository changes
 #
-# A crash stops the script with exit 1 and leaves the input in fuzz/artifacts/<target>/;
-# `(cd fuzz && cargo +nightly fuzz run --dev <target> <that file>)` replays it.
+# A crash stops the script with exit 1, prints the panic and (when small) the input in base64, and
+# leaves the input in fuzz/artifacts/<target>/; `(cd fuzz && cargo +nightly fuzz run --dev <target>
+# <that file>)` replays it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,15 +51,24 @@ for t in "${targets[@]}"; do
     fi
     echo "== fuzz $t for ${seconds}s" >&2
     status=0
+    seed=()
+    [ $smoke = 1 ] && seed=(-seed=1)
     # 64 KiB inputs: room for a real frame or a small bundle, small enough for many runs a second.
     (cd fuzz && cargo +nightly fuzz run --target-dir "$fuzz_target_dir" --dev "$t" "$corpus" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -timeout=10 -print_final_stats=1) \
-        > "$work/$t.log" 2>&1 || status=$?
-    tail -n 25 "$work/$t.log" >&2
+        -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -timeout=10 -print_final_stats=1 "${seed[@]}") > "$work/$t.log" 2>&1 || status=$?
     if [ $status -ne 0 ]; then
-        echo "fuzz target $t failed (exit $status); the input is in fuzz/artifacts/$t/" >&2
+        # What CI's log must carry to reproduce a find elsewhere: the panic or sanitizer report
+        # (without its stack) and the input itself.
+        grep -m1 -A3 -E "panicked at|ERROR: (libFuzzer|AddressSanitizer)" "$work/$t.log" >&2 || tail -n 40 "$work/$t.log" >&2
+        artifact=$(grep -o -m1 "Test unit written to .*" "$work/$t.log" | sed 's/Test unit written to //' || true)
+        if [ -n "$artifact" ] && [ -f "$artifact" ] && [ "$(stat -c %s "$artifact")" -le 8192 ]; then
+            echo "the input, base64 (decode with base64 -d > crash.bin):" >&2
+            base64 -w 100 "$artifact" >&2
+        fi
+        echo "fuzz target $t failed (exit $status); the input is ${artifact:-in fuzz/artifacts/$t/}" >&2
         exit 1
     fi
+    tail -n 12 "$work/$t.log" >&2
     # Keep the committed corpus to the inputs that add coverage.
     [ $smoke = 1 ] || (cd fuzz && cargo +nightly fuzz cmin --target-dir "$fuzz_target_dir" --dev "$t" "$corpus") \
         > "$work/$t.cmin.log" 2>&1
@@ -89,7 +100,7 @@ md = [
     "|---|---|---|---|---|---|---|---|",
 ]
 what = {
-    "bundle": "ONNX bytes → `Bundle::from_bytes` → `Classifier::from_bundle`",
+    "bundle": "ONNX bytes → `Bundle::from_bytes` → `Classifier::from_bundle` → one inference",
     "mjpeg": "a byte stream in chunks → `Splitter` (byte accounting, chunking-invariance)",
     "frame": "bytes → `decode_bytes` / raw YUYV, NV12, RGB, grey → `preprocess`",
 }

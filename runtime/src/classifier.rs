@@ -109,6 +109,24 @@ pub(crate) fn prepare_error(path: &Path) -> impl Fn(TractError) -> ClassifierErr
     }
 }
 
+/// tract meets untrusted graphs, and on a few malformed ones (a Flatten axis past the tensor's
+/// rank, found by `fuzz/`) its shape inference panics instead of returning an error. This turns
+/// such a panic into an error that names the file, so a bad model is refused, never a crash; it
+/// is why no profile of ours sets `panic = "abort"`. tract's plans are immutable (each run builds
+/// its own state), so nothing half-updated outlives the panic.
+fn catch_tract_panic<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        Err(TractError::msg(format!(
+            "the graph is malformed (tract panicked: {message}); re-export the model"
+        )))
+    })
+}
+
 impl LoadOptions {
     /// tract's run options for these threads: its multithreaded executor above 1.
     pub(crate) fn run_options(&self) -> RunOptions {
@@ -129,13 +147,13 @@ impl Classifier {
     pub fn from_bundle(bundle: Bundle, path: &Path, options: &LoadOptions) -> Result<Self, ClassifierError> {
         let prepare = prepare_error(path);
         let input_shape = bundle.metadata.preprocess.batch_shape(1);
-        let model = tract_onnx::onnx()
-            .model_for_proto_model(&bundle.proto)
-            .map_err(prepare)?
-            .with_input_fact(0, f32::fact(input_shape).into())
-            .map_err(prepare)?
-            .into_optimized()
-            .map_err(prepare)?;
+        let model = catch_tract_panic(|| {
+            tract_onnx::onnx()
+                .model_for_proto_model(&bundle.proto)?
+                .with_input_fact(0, f32::fact(input_shape).into())?
+                .into_optimized()
+        })
+        .map_err(prepare)?;
         let output_fact = model.output_fact(0).map_err(prepare)?;
         let outputs = output_fact
             .shape
@@ -152,9 +170,7 @@ impl Classifier {
             }
             .into());
         }
-        let plan = model
-            .into_runnable_with_options(&options.run_options())
-            .map_err(prepare)?;
+        let plan = catch_tract_panic(|| model.into_runnable_with_options(&options.run_options())).map_err(prepare)?;
         Ok(Classifier {
             path: path.to_path_buf(),
             metadata: bundle.metadata,
@@ -193,7 +209,7 @@ impl Classifier {
             message: format!("{e:#}"),
         };
         let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
-        let outputs = self.plan.run(tvec!(tensor.into())).map_err(infer)?;
+        let outputs = catch_tract_panic(|| self.plan.run(tvec!(tensor.into()))).map_err(infer)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(infer)?;
         Ok(logits.iter().copied().collect())
     }

@@ -79,6 +79,8 @@ pub struct PreprocessSpec {
 pub enum SpecError {
     #[error("input size {width}x{height} is empty")]
     EmptyInput { width: u32, height: u32 },
+    #[error("input size {width}x{height} is over {max} per side: no classifier this runtime serves needs that")]
+    InputTooLarge { width: u32, height: u32, max: u32 },
     #[error("crop_fraction {0} must be in (0, 1]")]
     CropFraction(f32),
     #[error("std[{channel}] = {value} must be finite and non-zero")]
@@ -96,6 +98,10 @@ pub enum PreprocessError {
 }
 
 impl PreprocessSpec {
+    /// The largest input side a spec may ask for. A corrupt or hostile spec could otherwise make
+    /// every frame allocate gigabytes; real classifier inputs are a few hundred pixels.
+    pub const MAX_SIDE: u32 = 4096;
+
     /// The normalisation the EfficientNet-Lite ImageNet weights were trained with:
     /// `(v - 127) / 128` on RGB, bilinear, 87.5% centre crop.
     pub fn efficientnet_lite(size: u32) -> Self {
@@ -116,6 +122,13 @@ impl PreprocessSpec {
             return Err(SpecError::EmptyInput {
                 width: self.width,
                 height: self.height,
+            });
+        }
+        if self.width > Self::MAX_SIDE || self.height > Self::MAX_SIDE {
+            return Err(SpecError::InputTooLarge {
+                width: self.width,
+                height: self.height,
+                max: Self::MAX_SIDE,
             });
         }
         if let ResizePolicy::ShorterSideCrop { crop_fraction } = self.resize
@@ -382,6 +395,11 @@ mod tests {
         let mut s = good.clone();
         s.width = 0;
         assert!(matches!(s.validate(), Err(SpecError::EmptyInput { .. })));
+        let mut s = good.clone();
+        s.height = PreprocessSpec::MAX_SIDE + 1;
+        assert!(matches!(s.validate(), Err(SpecError::InputTooLarge { .. })));
+        s.height = PreprocessSpec::MAX_SIDE;
+        assert_eq!(s.validate(), Ok(()));
         let mut s = good;
         s.resize = ResizePolicy::ShorterSideCrop { crop_fraction: 1.5 };
         assert_eq!(s.validate(), Err(SpecError::CropFraction(1.5)));

@@ -255,6 +255,31 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
             "names tensor `ghost`, which no graph input",
         ),
         (
+            // fuzz/ found this: tract's Flatten indexes the shape by the axis unchecked, and
+            // panics. The runtime catches it; the file is refused like any other.
+            "flatten-axis",
+            {
+                let mut p = proto.clone();
+                let graph = p.graph.as_mut().expect("graph");
+                let flatten = graph
+                    .node
+                    .iter_mut()
+                    .find(|n| n.op_type == "Flatten")
+                    .expect("a Flatten node");
+                flatten.attribute.iter_mut().find(|a| a.name == "axis").expect("axis").i = 51;
+                p.encode_to_vec()
+            },
+            "the graph is malformed (tract panicked: range end index 51 out of range",
+        ),
+        (
+            "huge-input",
+            with_prop(
+                bundle::PREPROCESS_KEY,
+                Some(&serde_json::to_string(&kestrel_runtime::PreprocessSpec::efficientnet_lite(5000)).expect("json")),
+            ),
+            "input size 5000x5000 is over 4096 per side",
+        ),
+        (
             "plain-onnx",
             {
                 let mut p = proto.clone();

@@ -217,8 +217,11 @@ impl FitConfig {
         if self.data.as_os_str().is_empty() {
             return bad("no data folder: pass --data DIR");
         }
-        if self.image_size < 32 || !self.image_size.is_multiple_of(32) {
-            return bad("image_size must be a multiple of 32, at least 32 (EfficientNet downsamples 32×)");
+        if self.image_size < 32
+            || !self.image_size.is_multiple_of(32)
+            || self.image_size > kestrel_runtime::PreprocessSpec::MAX_SIDE
+        {
+            return bad("image_size must be a multiple of 32 from 32 to 4096 (EfficientNet downsamples 32×)");
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1");
@@ -278,6 +281,8 @@ mod tests {
         };
         assert!(c.validate().is_ok());
         c.image_size = 100;
+        assert!(c.validate().is_err());
+        c.image_size = 4096 + 32;
         assert!(c.validate().is_err());
     }
 }
