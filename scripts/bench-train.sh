@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
-profile="${KESTREL_BENCH_PROFILE:-dev}"
+# The full run times a release trainer, as a user runs it; --quick uses the dev build CI has.
+profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}"
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -68,22 +69,7 @@ run frozen+unfreeze --finetune-epochs $ft --unfreeze-blocks 4
 if [ $quick = 1 ]; then shapes=("flex 32 8" "ndarray 32 8"); else shapes=("flex 224 64" "flex 64 16" "ndarray 64 16"); fi
 for shape in "${shapes[@]}"; do
     read -r backend tp_size tp_batch <<< "$shape"
-    RUST_LOG=info "$train" fit --data "$work/tp" --image-size $tp_size --batch-size $tp_batch --feature-views 0 \
-        --head-epochs 1 --finetune-epochs 1 --unfreeze-blocks 0 --val-fraction 0.2 --backend $backend \
-        --int8-max-drop 100 --out "$work/tp-$backend-$tp_size" > "$work/tp-$backend-$tp_size.out" 2>&1 \
-        || { cat "$work/tp-$backend-$tp_size.out" >&2; exit 1; }
-    python3 - "$work/tp-$backend-$tp_size/metrics.csv" "$backend" "$work/tp-$backend-$tp_size.out" "$tp_size" "$tp_batch" \
-        >> "$work/results.jsonl" <<'PY'
-import csv, json, re, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-rate = lambda phase: next(float(r["images_per_second"]) for r in rows if r["phase"] == phase)
-# "feature cache: N training views, M validation images in S s": the backbone's forward rate.
-m = re.search(r"feature cache: (\d+) training views, (\d+) validation images in ([\d.]+)s", open(sys.argv[3]).read())
-cache = (int(m.group(1)) + int(m.group(2))) / float(m.group(3)) if m else None
-print(json.dumps({"run": f"throughput-{sys.argv[2]}-{sys.argv[4]}", "backend": sys.argv[2], "image_size": int(sys.argv[4]), "batch": int(sys.argv[5]),
-                  "cache_images_per_second": cache, "head_images_per_second": rate("head"),
-                  "finetune_images_per_second": rate("finetune")}))
-PY
+    scripts/throughput.sh "$train" "$work/tp" "$backend" "$tp_size" "$tp_batch" "$work" >> "$work/results.jsonl"
 done
 
 python3 - "$work/results.jsonl" "$quick" "$profile" <<'PY'
@@ -130,7 +116,8 @@ for t in tp:
     vs = f"{t['finetune_images_per_second'] / ref['finetune_images_per_second']:.2f}×" if ref else "n/a"
     md.append(f"| {t['backend']} | {t['image_size']} px, {t['batch']} | {fmt(t['cache_images_per_second'])} | "
               f"{fmt(t['head_images_per_second'])} | {fmt(t['finetune_images_per_second'])} | {vs} |")
-md += ["", "GPU (wgpu) and PyTorch comparisons need the GPU machine; not measured in this run.", ""]
+md += ["", "On a GPU, beside PyTorch: `scripts/bench-gpu.sh` (stage here, run on the GPU machine, record), "
+       "its own section below once a run with a GPU has recorded it.", ""]
 section = "\n".join(md)
 sys.path.insert(0, "scripts")
 from md_section import replace_section
