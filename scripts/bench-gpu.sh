@@ -32,16 +32,9 @@ stage)
     scripts/fetch-assets.sh >/dev/null
     cp "$assets"/weights/*.pth "$dir/assets/weights/"
     cp "$assets"/imagenet/*.txt "$dir/assets/imagenet/"
-    if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
-    fi
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    for f in train-images-idx3-ubyte train-labels-idx1-ubyte; do
-        gzip -dc "/usr/share/datasets/fashion-mnist/$f.gz" > "$tmp/$f"
-    done
+    scripts/fashion-mnist.sh "$tmp"
     rm -rf "$dir/data"
     "$CARGO_TARGET_DIR/release/kestrel-train" import-idx --images "$tmp/train-images-idx3-ubyte" \
         --labels "$tmp/train-labels-idx1-ubyte" --out "$dir/data" --per-class 64

@@ -14,11 +14,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 # The full run times a release trainer, as a user runs it; --quick uses the dev build CI has.
 profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}"
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
-fi
 scripts/fetch-assets.sh >/dev/null
 cargo build --locked --profile "$profile" -p kestrel-trainer
 dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
@@ -26,10 +21,7 @@ train="$dir/kestrel-train"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-src=/usr/share/datasets/fashion-mnist
-for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-    gzip -dc "$src/$f.gz" > "$work/$f"
-done
+scripts/fashion-mnist.sh "$work"
 # The throughput set is small: ndarray fine-tunes Lite0 at well under 1 image/s here.
 if [ $quick = 1 ]; then per_train=6; per_val=3; head=2; ft=1; tp=30; else per_train=200; per_val=50; head=15; ft=2; tp=100; fi
 "$train" import-idx --images "$work/train-images-idx3-ubyte" --labels "$work/train-labels-idx1-ubyte" \

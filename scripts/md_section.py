@@ -16,7 +16,8 @@ def replace_section(path, heading_prefix, section, title="# Benchmarks"):
     start = text.find(heading_prefix)
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+        # One blank line between sections, whatever the section's own trailing newlines.
+        text = text[:start] + section.rstrip("\n") + "\n" + ("" if end < 0 else "\n" + text[end + 1:])
     else:
         text = text.rstrip("\n") + "\n\n" + section
     with open(path, "w") as f:

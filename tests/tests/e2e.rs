@@ -123,6 +123,11 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
         }
         p.encode_to_vec()
     };
+    let with_graph = |edit: &dyn Fn(&mut pb::GraphProto)| {
+        let mut p = proto.clone();
+        edit(p.graph.as_mut().expect("graph"));
+        p.encode_to_vec()
+    };
     let load = |name: &str, bytes: &[u8]| -> String {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).expect("write");
@@ -221,54 +226,41 @@ fn contract_refuses_each_malformed_bundle_with_its_own_message() {
         ("not-onnx", b"this is not a model".to_vec(), "is not a valid ONNX file"),
         (
             "nan-weights",
-            {
-                let mut p = proto.clone();
-                let graph = p.graph.as_mut().expect("graph");
+            with_graph(&|graph| {
                 let t = graph
                     .initializer
                     .iter_mut()
                     .find(|t| t.data_type == pb::tensor_proto::DataType::Float as i32 && t.raw_data.len() >= 8)
                     .expect("a float initializer");
                 t.raw_data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
-                p.encode_to_vec()
-            },
+            }),
             "holds NaN at index 1",
         ),
         (
             "dangling-output",
-            {
-                let mut p = proto.clone();
-                p.graph.as_mut().expect("graph").output[0].name = "nowhere".into();
-                p.encode_to_vec()
-            },
+            with_graph(&|graph| graph.output[0].name = "nowhere".into()),
             "the graph's output names tensor `nowhere`",
         ),
         (
             "dangling-input",
-            {
-                let mut p = proto.clone();
-                let graph = p.graph.as_mut().expect("graph");
+            with_graph(&|graph| {
                 let last = graph.node.len() - 1;
                 graph.node[last].input[0] = "ghost".into();
-                p.encode_to_vec()
-            },
+            }),
             "names tensor `ghost`, which no graph input",
         ),
         (
             // fuzz/ found this: tract's Flatten indexes the shape by the axis unchecked, and
             // panics. The runtime catches it; the file is refused like any other.
             "flatten-axis",
-            {
-                let mut p = proto.clone();
-                let graph = p.graph.as_mut().expect("graph");
+            with_graph(&|graph| {
                 let flatten = graph
                     .node
                     .iter_mut()
                     .find(|n| n.op_type == "Flatten")
                     .expect("a Flatten node");
                 flatten.attribute.iter_mut().find(|a| a.name == "axis").expect("axis").i = 51;
-                p.encode_to_vec()
-            },
+            }),
             "the graph is malformed (tract panicked: range end index 51 out of range",
         ),
         (
