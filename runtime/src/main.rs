@@ -61,7 +61,7 @@ enum Command {
     },
     /// Classify live frames: a camera, the Pi camera through a pipe, a stream, or a folder played
     /// as a video. Prints the top classes per frame (or JSON lines), per-stage timings and FPS,
-    /// and a summary at the end (end of stream or Ctrl-C; exit 0).
+    /// and a summary at the end (end of stream, Ctrl-C or SIGTERM; exit 0).
     ///
     /// Sources: `camera` / `camera:1` / `camera:/dev/video2` / `camera:<name>` (V4L2/UVC) ·
     /// `mjpeg:-` (stdin) · `mjpeg:PATH` (file or named pipe) · `mjpeg:tcp://HOST:PORT` ·
@@ -353,13 +353,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
-        // A second Ctrl-C while the summary is being written kills the process as usual.
+        // Ctrl-C, SIGTERM (a service manager's stop) and SIGHUP (ctrlc's `termination` feature)
+        // all end the run with its summary. A second one while the summary is written exits.
         ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::Relaxed) {
                 std::process::exit(130);
             }
         })
-        .context("installing the Ctrl-C handler")?;
+        .context("installing the Ctrl-C/SIGTERM handler")?;
     }
     let options = LiveOptions {
         every: args.every,

@@ -336,6 +336,54 @@ fn run_splits_an_mjpeg_stream_and_survives_damage() {
     assert_eq!(n("inferred") as usize, lines.len() - 1);
 }
 
+/// Ctrl-C (SIGINT) and a service manager's stop (systemd sends SIGTERM, then SIGKILL) end a live
+/// run the way the end of its stream does: the summary, then exit 0.
+#[test]
+fn run_ends_with_its_summary_on_sigint_and_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let cat = jpeg_frame("chelsea.png");
+    for signal in ["INT", "TERM"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
+            .args(["run", "--source", "mjpeg:-", "--format", "jsonl"])
+            .current_dir(repo_root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // A camera that stays open: one frame, then stdin is held until the process has ended.
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&cat).expect("feed");
+        stdin.flush().expect("flush");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("first prediction");
+        assert!(CATS.contains(&top1(&json_lines(&first)[0]).as_str()), "{first}");
+
+        let kill = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).expect("read");
+        let status = child.wait().expect("wait");
+        drop(stdin);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("stderr");
+        assert!(status.success(), "SIG{signal}: {status}; stderr: {err}");
+        let lines = json_lines(&rest);
+        let summary = &lines.last().expect("a summary line")["summary"];
+        assert_eq!(summary["frames"].as_u64(), Some(1), "SIG{signal}: {summary}");
+        assert_eq!(summary["ended"].as_str(), Some("interrupted"), "SIG{signal}: {summary}");
+    }
+}
+
 #[test]
 fn run_saves_uncertain_frames_with_their_top_k() {
     let dir = tempfile::tempdir().expect("tempdir");
