@@ -115,16 +115,79 @@ pub(crate) fn prepare_error(path: &Path) -> impl Fn(TractError) -> ClassifierErr
 /// is why no profile of ours sets `panic = "abort"`. tract's plans are immutable (each run builds
 /// its own state), so nothing half-updated outlives the panic.
 fn catch_tract_panic<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    quiet_panics::install();
+    let _catching = quiet_panics::Catching::enter();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".to_string());
+        let at = quiet_panics::take_location()
+            .map(|at| format!(", at {at}"))
+            .unwrap_or_default();
         Err(TractError::msg(format!(
-            "the graph is malformed (tract panicked: {message}); re-export the model"
+            "the graph is malformed (tract panicked: {message}{at}); re-export the model"
         )))
     })
+}
+
+/// A panic that [`catch_tract_panic`] turns into an error is not a crash, so Rust's "thread
+/// panicked at …" line must not reach the user's terminal or journal beside the real error. The
+/// hook installed here stays silent on a thread inside `catch_tract_panic`, keeping the panic's
+/// location for the error, and hands every other panic to the hook that was there before.
+mod quiet_panics {
+    use std::cell::{Cell, RefCell};
+    use std::sync::Once;
+
+    thread_local! {
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+        static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if DEPTH.get() == 0 {
+                    return previous(info);
+                }
+                // From the crate's folder on: the registry's path before it says nothing useful.
+                let at = info.location().map(|at| {
+                    let file = at.file();
+                    let file = file.find("/tract-").map_or(file, |i| &file[i + 1..]);
+                    format!("{file}:{}", at.line())
+                });
+                tracing::debug!(
+                    location = at.as_deref().unwrap_or("?"),
+                    "tract panicked; refusing the model"
+                );
+                LOCATION.set(at);
+            }));
+        });
+    }
+
+    /// Marks the current thread as inside `catch_tract_panic` while alive.
+    pub(super) struct Catching;
+
+    impl Catching {
+        pub(super) fn enter() -> Self {
+            DEPTH.set(DEPTH.get() + 1);
+            LOCATION.set(None);
+            Catching
+        }
+    }
+
+    impl Drop for Catching {
+        fn drop(&mut self) {
+            DEPTH.set(DEPTH.get() - 1);
+        }
+    }
+
+    pub(super) fn take_location() -> Option<String> {
+        LOCATION.take()
+    }
 }
 
 impl LoadOptions {

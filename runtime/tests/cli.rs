@@ -151,6 +151,43 @@ fn an_unusable_model_is_fatal_and_named() {
     );
 }
 
+/// tract panics on a few malformed graphs (fuzz/ found a Flatten axis past the rank). The file
+/// is refused like any other bad model: exit 2, one error naming it and where tract failed, and
+/// no "panicked at" line from Rust beside it.
+#[test]
+fn a_graph_tract_panics_on_is_refused_without_a_panic_message() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let shipped = repo_root().join("models/efficientnet-lite0-imagenet.int8.onnx");
+    let mut proto = pb::ModelProto::decode(std::fs::read(shipped).expect("read").as_slice()).expect("decode");
+    let graph = proto.graph.as_mut().expect("graph");
+    let flatten = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Flatten")
+        .expect("a Flatten node");
+    flatten.attribute.iter_mut().find(|a| a.name == "axis").expect("axis").i = 51;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("flatten-axis.onnx");
+    std::fs::write(&model, proto.encode_to_vec()).expect("write");
+    let cat = sample("chelsea.png");
+    let out = kestrel(&[
+        "classify",
+        "--model",
+        model.to_str().expect("utf-8"),
+        cat.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("flatten-axis.onnx")
+            && err.contains("the graph is malformed (tract panicked: range end index 51")
+            && err.contains(", at tract-hir-"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked at") && !err.contains("RUST_BACKTRACE"), "{err}");
+}
+
 #[test]
 fn info_describes_the_shipped_bundle() {
     let out = kestrel(&["info"]);
