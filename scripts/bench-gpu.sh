@@ -76,7 +76,9 @@ run)
     python3 - "$work/kestrel.json" "$work/torch.json" "$gpu" "$adapter" "$quick" "$out/bench-gpu.json" <<'PY'
 import datetime, json, os, sys
 kestrel, torch = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+sys.path.insert(0, "scripts")
+from machine import cpu_model
+cpu = cpu_model()
 result = {"date": datetime.date.today().isoformat(), "gpu": sys.argv[3], "wgpu_adapter": sys.argv[4] or None,
           "cpu": cpu, "cores": os.cpu_count(), "quick": sys.argv[5] == "1", "kestrel": kestrel, "torch": torch}
 json.dump(result, open(sys.argv[6], "w"), indent=1)

@@ -74,23 +74,14 @@ stat -c '%n %s' "$dir/kestrel" "$train_dir/kestrel-train" ${pi_bin:+"$pi_bin"} >
 # A quick run checks the steps, not the numbers: it writes into the temporary folder, not docs/.
 out=docs; [ $quick = 1 ] && out="$work"
 "$venv/bin/python" - "$work" "$quick" "$profile" "$views" "$out" <<'PY'
-import datetime, json, os, platform, subprocess, sys
+import datetime, json, os, sys
 
 work, quick, profile, views, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], sys.argv[5]
 schemes = ["float32", "weight-only", "qdq", "qoperator", "mixed"]
 
-def cpu():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-flags = ""
-for line in open("/proc/cpuinfo"):
-    if line.startswith("flags"):
-        have = set(line.split(":", 1)[1].split())
-        flags = " ".join(f for f in ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"] if f in have)
-        break
+sys.path.insert(0, "scripts")
+from machine import cpu_flags, cpu_model, rustc_version
+cpu, flags = cpu_model(), cpu_flags()
 
 agreement = {"float32": (1.0, None)}
 for s in schemes[1:]:
@@ -110,10 +101,10 @@ for threads in (1, 2):
         rows.setdefault(s, {})[f"ort_{threads}"] = r
 
 load = os.getloadavg()[0]
-rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+rustc = rustc_version()
 ort_version = next((r["engine"] for s in rows.values() for k, r in s.items() if k.startswith("ort") and "engine" in r), "onnxruntime ?")
 date = datetime.date.today().isoformat()
-json.dump({"date": date, "cpu": cpu(), "cores": os.cpu_count(), "flags": flags, "load_average": load,
+json.dump({"date": date, "cpu": cpu, "cores": os.cpu_count(), "flags": flags, "load_average": load,
            "profile": profile, "quick": quick, "views": int(views), "agreement": agreement, "rows": rows,
            "pipeline": [json.loads(l) for l in open(os.path.join(work, "pipeline.jsonl"))],
            "sizes": {("aarch64/" if "aarch64" in l else "x86_64/") + os.path.basename(l.split()[0]): int(l.split()[1])
@@ -126,7 +117,7 @@ def ms(r):
 md = [
     "## Inference: float vs int8 schemes (EfficientNet-Lite0 ImageNet, 224 px, batch 1)",
     "",
-    f"Written by `scripts/bench-int8.sh{' --quick' if quick else ''}` on {date}: {cpu()}, {os.cpu_count()} cores "
+    f"Written by `scripts/bench-int8.sh{' --quick' if quick else ''}` on {date}: {cpu}, {os.cpu_count()} cores "
     f"({flags}), load average {load:.2f}, `kestrel` built with cargo profile `{profile}`, "
     f"{rustc}, tract 0.23.9, {ort_version}.",
     "",
@@ -168,7 +159,7 @@ for i, (key, name) in enumerate(engines):
 ax.set_yscale("log")
 ax.set_xticks(range(len(schemes)), schemes)
 ax.set_ylabel("p50 latency, ms (log scale)")
-ax.set_title(f"EfficientNet-Lite0 224 px, batch 1 — {cpu()}, {date}", fontsize=9)
+ax.set_title(f"EfficientNet-Lite0 224 px, batch 1 — {cpu}, {date}", fontsize=9)
 ax.grid(axis="y", which="both", alpha=0.3)
 ax.legend(fontsize=8)
 fig.tight_layout()
@@ -233,7 +224,6 @@ for name, size in sizes:
     md.append(f"| {label} | {int(size)} | {int(size) / 1048576:.1f} |")
 md.append("")
 section = "\n".join(md)
-sys.path.insert(0, "scripts")
 from md_section import replace_section
 replace_section(os.path.join(out, "benchmarks.md"), "## Inference: float vs int8", section)
 print(section)

@@ -4,7 +4,7 @@
 # section of docs/benchmarks.md. Numbers come from this run only.
 #
 #   scripts/bench-train.sh            # full: 200 train + 50 val images per class, 64 px
-#   scripts/bench-train.sh --quick    # a smoke run of the same steps (CI-sized)
+#   scripts/bench-train.sh --quick    # the same steps, CI-sized; prints the section, docs/ untouched
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,37 +55,56 @@ run frozen+unfreeze --finetune-epochs $ft --unfreeze-blocks 4
 
 # Throughput per CPU backend: the frozen phase (backbone forward into the feature cache, then a
 # head epoch on cached features) and one epoch of full fine-tuning (all 16 blocks unfrozen), on the
-# same images. flex at the reference shape (224 px, batch 64); both backends at 64 px, batch 16,
-# for the ratio: ndarray fine-tunes at a fraction of an image per second here, so an epoch at
-# 224 px would take hours.
-if [ $quick = 1 ]; then shapes=("flex 32 8" "ndarray 32 8"); else shapes=("flex 224 64" "flex 64 16" "ndarray 64 16"); fi
+# same images, at the reference shape (224 px, batch 64) and at 64 px, batch 16. ndarray fine-tunes
+# at 224 px at about 0.1 image/s here: its epoch there is some 13 minutes of the full run.
+#
+# PyTorch's reference line (scripts/torch_train_bench.py: timm's efficientnet_lite0, eager fp32,
+# random tensors, so its best case) runs right after flex at each of flex's shapes. It needs a
+# venv of ours with pinned PyTorch and timm (5.5 GB): a full run installs it; --quick uses it when
+# a full run left it there and says so when not.
+torch_venv="${KESTREL_TORCH_VENV:-$HOME/.cache/kestrel/torch-venv}"
+if [ $quick = 0 ] && ! "$torch_venv/bin/python" -c "import timm, torch" 2>/dev/null; then
+    python3 -m venv "$torch_venv"
+    "$torch_venv/bin/pip" install --quiet --disable-pip-version-check torch==2.15.0 timm==1.0.31
+fi
+if [ $quick = 1 ]; then shapes=("flex 32 8" "ndarray 32 8"); else shapes=("flex 224 64" "ndarray 224 64" "flex 64 16" "ndarray 64 16"); fi
 for shape in "${shapes[@]}"; do
     read -r backend tp_size tp_batch <<< "$shape"
     scripts/throughput.sh "$train" "$work/tp" "$backend" "$tp_size" "$tp_batch" "$work" >> "$work/results.jsonl"
+    [ "$backend" = flex ] || continue
+    if "$torch_venv/bin/python" -c "import timm, torch" 2>/dev/null; then
+        "$torch_venv/bin/python" scripts/torch_train_bench.py --image-size "$tp_size" --batch-size "$tp_batch" \
+            --steps $([ $quick = 1 ] && echo 2 || echo 10) --warmup $([ $quick = 1 ] && echo 1 || echo 2) \
+            >> "$work/torch.jsonl"
+    else
+        echo "bench-train: no PyTorch in $torch_venv (a full run installs it); its reference line is left out" >&2
+    fi
 done
+touch "$work/torch.jsonl"
 
-python3 - "$work/results.jsonl" "$quick" "$profile" <<'PY'
-import json, os, platform, subprocess, sys, datetime
+# A quick run checks the steps, not the numbers: it writes into the temporary folder, not docs/.
+out=docs; [ $quick = 1 ] && out="$work"
+python3 - "$work/results.jsonl" "$quick" "$profile" "$work/torch.jsonl" "$out" "$per_train" "$per_val" "$((tp / 10))" <<'PY'
+import datetime, json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 quick, profile = sys.argv[2] == "1", sys.argv[3]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+torch_rows = [json.loads(l) for l in open(sys.argv[4])]
+out, per_train, per_val, per_tp = sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8]
+sys.path.insert(0, "scripts")
+from machine import cpu_model, rustc_version
+cpu = cpu_model()
 meta = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(),
-        "load_average": os.getloadavg(), "profile": profile, "quick": quick,
-        "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()}
-out = "docs/benchmarks-training" + ("-quick" if quick else "") + ".json"
-json.dump({"meta": meta, "results": rows}, open(out, "w"), indent=2)
-if quick:
-    print(f"quick run ok: {out}")
-    sys.exit(0)
+        "load_average": os.getloadavg(), "profile": profile, "quick": quick, "rustc": rustc_version()}
+json.dump({"meta": meta, "results": rows, "torch": torch_rows}, open(f"{out}/benchmarks-training.json", "w"), indent=2)
 by = {r["run"]: r for r in rows}
 tp = [v for k, v in by.items() if k.startswith("throughput-")]
 md = [
     "## Training (EfficientNet-Lite0, Fashion-MNIST subset)", "",
-    f"Written by `scripts/bench-train.sh` on {meta['date']}: {cpu}, {meta['cores']} cores, "
+    f"Written by `scripts/bench-train.sh{' --quick' if quick else ''}` on {meta['date']}: {cpu}, {meta['cores']} cores, "
     f"load average {meta['load_average'][0]:.2f}, cargo profile `{profile}`, {meta['rustc']}.",
     "", f"Data: Debian `dataset-fashion-mnist`, {by['frozen-only']['train_images']} training images "
-    f"(first 200 per class of the training set) and {by['frozen-only']['val_images']} validation images "
-    "(first 50 per class of the test set), 28 px upscaled to 64 px, batch 32, backend flex.", "",
+    f"(first {per_train} per class of the training set) and {by['frozen-only']['val_images']} validation images "
+    f"(first {per_val} per class of the test set), 28 px upscaled to 64 px, batch 32, backend flex.", "",
     "The run keeps the epoch with the lowest validation loss (best epoch); fine-tuning replaces the",
     "head phase's weights only when it beats them.", "",
     "| run | val top-1 | best epoch | wall time | fine-tune images/s |", "|---|---|---|---|---|",
@@ -95,24 +114,39 @@ for name in ["frozen-only", "frozen+unfreeze"]:
     ips = r["finetune_images_per_second"]
     md.append(f"| {name} | {100 * r['val_top1']:.1f}% | {r.get('best_epoch', '')} | {r['seconds']:.0f} s | "
               f"{'' if ips is None else f'{ips:.1f}'} |")
-md += ["", "Published reference for the full data set (60k images, MobileNet): ~95% top-1; this subset is 3% of it.", "",
-       "Throughput by CPU backend on the same Fashion-MNIST images (10 per class, a fifth held out): the frozen "
-       "phase's backbone pass into the feature cache, a head epoch on cached features, and an epoch of full "
-       "fine-tuning (all 16 blocks unfrozen). Images per second; the last column compares full fine-tuning with "
-       "ndarray at the same size and batch. ndarray at 224 px is not run: at its 64 px rate an epoch would take hours.", "",
-       "| backend | size, batch | frozen: feature cache | frozen: head epoch | full fine-tune | fine-tune vs ndarray |",
-       "|---|---|---|---|---|---|"]
-fmt = lambda v: "n/a" if v is None else f"{v:.1f}"
+md += ["", "Published reference for the full data set (60k images, MobileNet): ~95% top-1; this subset is "
+       f"{by['frozen-only']['train_images'] / 60000:.1%} of it.", "",
+       f"Throughput by CPU backend on the same Fashion-MNIST images ({per_tp} per class, a fifth held out), with PyTorch "
+       "on the same CPU beside flex: the frozen phase's backbone pass into the feature cache, a head epoch on cached "
+       "features, and an epoch of full fine-tuning (all 16 blocks unfrozen). Images per second; the last two columns "
+       "compare full fine-tuning with ndarray and with PyTorch at the same size and batch (above 1: ours is faster).",
+       "",
+       "| engine | size, batch | frozen: feature cache | frozen: head epoch | full fine-tune | fine-tune vs ndarray "
+       "| fine-tune, ours / PyTorch |",
+       "|---|---|---|---|---|---|---|"]
+# Three significant figures: ndarray fine-tunes at 224 px at about 0.1 image/s, the head epoch runs
+# at tens of thousands.
+fmt = lambda v: "n/a" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+ratio = lambda a, b: f"{a / b:.3g}×" if a and b else "n/a"
+torch_at = lambda t: next((p for p in torch_rows if (p["image_size"], p["batch"]) == (t["image_size"], t["batch"])), None)
 for t in tp:
-    ref = next((r for r in tp if r["backend"] == "ndarray" and r["image_size"] == t["image_size"]), None)
-    vs = f"{t['finetune_images_per_second'] / ref['finetune_images_per_second']:.2f}×" if ref else "n/a"
-    md.append(f"| {t['backend']} | {t['image_size']} px, {t['batch']} | {fmt(t['cache_images_per_second'])} | "
-              f"{fmt(t['head_images_per_second'])} | {fmt(t['finetune_images_per_second'])} | {vs} |")
-md += ["", "On a GPU, beside PyTorch: `scripts/bench-gpu.sh` (stage here, run on the GPU machine, record), "
+    ref = next((r for r in tp if r["backend"] == "ndarray" and (r["image_size"], r["batch"]) == (t["image_size"], t["batch"])), None)
+    pt = torch_at(t)
+    md.append(f"| kestrel-train, {t['backend']} | {t['image_size']} px, {t['batch']} | {fmt(t['cache_images_per_second'])} | "
+              f"{fmt(t['head_images_per_second'])} | {fmt(t['finetune_images_per_second'])} | "
+              f"{'' if t is ref else ratio(t['finetune_images_per_second'], ref and ref['finetune_images_per_second'])} | "
+              f"{ratio(t['finetune_images_per_second'], pt and pt['finetune_images_per_second'])} |")
+    if pt and t["backend"] == "flex":
+        md.append(f"| {pt['engine']}, {pt['threads']} threads | {pt['image_size']} px, {pt['batch']} | "
+                  f"{fmt(pt['cache_images_per_second'])} | | {fmt(pt['finetune_images_per_second'])} | | |")
+md += ["", "PyTorch (`scripts/torch_train_bench.py`) times its frozen phase as the backbone's forward pass without "
+       "gradients and full fine-tuning as forward, backward and an AdamW step, on random tensors: no decoding, "
+       "resizing or augmentation, which kestrel-train's numbers include."
+       + ("" if torch_rows else " PyTorch was not installed for this run, so its lines are missing."), ""]
+md += ["On a GPU, beside PyTorch: `scripts/bench-gpu.sh` (stage here, run on the GPU machine, record), "
        "its own section below once a run with a GPU has recorded it.", ""]
 section = "\n".join(md)
-sys.path.insert(0, "scripts")
 from md_section import replace_section
-replace_section("docs/benchmarks.md", "## Training (", section)
+replace_section(f"{out}/benchmarks.md", "## Training (", section)
 print(section)
 PY

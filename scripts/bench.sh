@@ -2,7 +2,7 @@
 # Every benchmark, one command: writes docs/benchmarks.md (and the JSON beside it) from this run.
 #
 #   scripts/bench.sh            # full: inference + frame pipeline (bench-int8.sh), training
-#                               # (bench-train.sh), footprint (below); about an hour on 2 cores
+#                               # (bench-train.sh), footprint (below); 50 minutes on 2 cores
 #   scripts/bench.sh --quick    # every step with a few iterations, nothing in docs/ changes (CI)
 #   scripts/bench.sh footprint  # one part only: inference, training or footprint
 #
@@ -53,12 +53,13 @@ for part in "${parts[@]}"; do
             cp "$bin" "$work/kestrel" && strip "$work/kestrel"
             cp "$train_bin" "$work/kestrel-train" && strip "$work/kestrel-train"
             python3 - "$quick" "$bin" "$work/kestrel" "$cold" "$pi_bin" "$train_bin" "$work/kestrel-train" <<'PY'
-import datetime, json, os, subprocess, sys
+import datetime, json, os, sys
 quick, binary, stripped, cold, pi_bin = sys.argv[1] == "1", sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 train_bin, train_stripped = sys.argv[6], sys.argv[7]
 size = lambda p: os.path.getsize(p) if p and os.path.exists(p) else None
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+sys.path.insert(0, "scripts")
+from machine import cpu_model, rustc_version
+cpu, rustc = cpu_model(), rustc_version()
 result = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "rustc": rustc,
           "load_average": os.getloadavg()[0], "kestrel_bytes": size(binary), "kestrel_stripped_bytes": size(stripped),
           "kestrel_aarch64_pi_stripped_bytes": size(pi_bin), "kestrel_train_bytes": size(train_bin),
@@ -87,7 +88,6 @@ md = [
     "`kestrel-train` is not built for aarch64: it trains on a workstation or GPU machine, and the Pi runs `kestrel`.",
     "",
 ]
-sys.path.insert(0, "scripts")
 from md_section import replace_section
 replace_section("docs/benchmarks.md", "## Footprint (", "\n".join(md))
 print("\n".join(md))

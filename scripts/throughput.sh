@@ -21,7 +21,7 @@ rate = lambda phase: next(float(r["images_per_second"]) for r in rows if r["phas
 # "feature cache: N training views, M validation images in S s": the backbone's forward rate.
 m = re.search(r"feature cache: (\d+) training views, (\d+) validation images in ([\d.]+)s", open(sys.argv[3]).read())
 cache = (int(m.group(1)) + int(m.group(2))) / float(m.group(3)) if m else None
-print(json.dumps({"run": f"throughput-{sys.argv[2]}-{sys.argv[4]}", "backend": sys.argv[2], "image_size": int(sys.argv[4]),
+print(json.dumps({"run": f"throughput-{sys.argv[2]}-{sys.argv[4]}-{sys.argv[5]}", "backend": sys.argv[2], "image_size": int(sys.argv[4]),
                   "batch": int(sys.argv[5]), "cache_images_per_second": cache, "head_images_per_second": rate("head"),
                   "finetune_images_per_second": rate("finetune")}))
 PY

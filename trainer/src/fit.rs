@@ -343,7 +343,7 @@ pub fn head_features(
         },
     )?;
     tracing::info!(
-        "feature cache: {} training views, {} validation images in {:.1}s",
+        "feature cache: {} training views, {} validation images in {:.2}s",
         labels.len(),
         data.val.len(),
         started.elapsed().as_secs_f64()
@@ -563,7 +563,7 @@ pub fn metrics_csv(history: &[EpochRow]) -> String {
             Phase::Finetune => "finetune",
         };
         s.push_str(&format!(
-            "{phase},{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.1}\n",
+            "{phase},{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.4}\n",
             r.epoch, r.lr, r.train_loss, r.val_loss, r.val_top1, r.val_topk, r.images_per_second
         ));
     }
