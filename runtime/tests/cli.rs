@@ -269,6 +269,19 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A live `kestrel run` reading MJPEG from its stdin, as `rpicam-vid --codec mjpeg -o - | kestrel run`
+/// has it, with every stream piped to the test.
+fn spawn_mjpeg_run() -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args(["run", "--source", "mjpeg:-", "--format", "jsonl"])
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 fn top1(v: &serde_json::Value) -> String {
     v["top"][0]["label"].as_str().expect("top label").to_string()
 }
@@ -350,14 +363,7 @@ fn run_splits_an_mjpeg_stream_and_survives_damage() {
     assert!(stderr(&out).contains("cut short"), "{}", stderr(&out));
 
     // stdin is live: frames may be dropped as stale, but every one is accounted for.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
-        .args(["run", "--source", "mjpeg:-", "--format", "jsonl"])
-        .current_dir(repo_root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_mjpeg_run();
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
@@ -380,14 +386,7 @@ fn run_ends_with_its_summary_on_sigint_and_sigterm() {
     use std::io::{BufRead, BufReader, Read, Write};
     let cat = jpeg_frame("chelsea.png");
     for signal in ["INT", "TERM"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
-            .args(["run", "--source", "mjpeg:-", "--format", "jsonl"])
-            .current_dir(repo_root())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut child = spawn_mjpeg_run();
         // A camera that stays open: one frame, then stdin is held until the process has ended.
         let mut stdin = child.stdin.take().expect("stdin");
         stdin.write_all(&cat).expect("feed");
