@@ -63,22 +63,22 @@ run frozen+unfreeze --finetune-epochs $ft --unfreeze-blocks 4
 # venv of ours with pinned PyTorch and timm (5.5 GB): a full run installs it; --quick uses it when
 # a full run left it there and says so when not.
 torch_venv="${KESTREL_TORCH_VENV:-$HOME/.cache/kestrel/torch-venv}"
-if [ $quick = 0 ] && ! "$torch_venv/bin/python" -c "import timm, torch" 2>/dev/null; then
+have_torch=0
+"$torch_venv/bin/python" -c "import timm, torch" 2>/dev/null && have_torch=1
+if [ $quick = 0 ] && [ $have_torch = 0 ]; then
     python3 -m venv "$torch_venv"
     "$torch_venv/bin/pip" install --quiet --disable-pip-version-check torch==2.15.0 timm==1.0.31
+    have_torch=1
 fi
+[ $have_torch = 1 ] || echo "bench-train: no PyTorch in $torch_venv (a full run installs it); its reference line is left out" >&2
 if [ $quick = 1 ]; then shapes=("flex 32 8" "ndarray 32 8"); else shapes=("flex 224 64" "ndarray 224 64" "flex 64 16" "ndarray 64 16"); fi
 for shape in "${shapes[@]}"; do
     read -r backend tp_size tp_batch <<< "$shape"
     scripts/throughput.sh "$train" "$work/tp" "$backend" "$tp_size" "$tp_batch" "$work" >> "$work/results.jsonl"
-    [ "$backend" = flex ] || continue
-    if "$torch_venv/bin/python" -c "import timm, torch" 2>/dev/null; then
-        "$torch_venv/bin/python" scripts/torch_train_bench.py --image-size "$tp_size" --batch-size "$tp_batch" \
-            --steps $([ $quick = 1 ] && echo 2 || echo 10) --warmup $([ $quick = 1 ] && echo 1 || echo 2) \
-            >> "$work/torch.jsonl"
-    else
-        echo "bench-train: no PyTorch in $torch_venv (a full run installs it); its reference line is left out" >&2
-    fi
+    [ "$backend" = flex ] && [ $have_torch = 1 ] || continue
+    "$torch_venv/bin/python" scripts/torch_train_bench.py --image-size "$tp_size" --batch-size "$tp_batch" \
+        --steps $([ $quick = 1 ] && echo 2 || echo 10) --warmup $([ $quick = 1 ] && echo 1 || echo 2) \
+        >> "$work/torch.jsonl"
 done
 touch "$work/torch.jsonl"
 
