@@ -363,43 +363,9 @@ impl Bundle {
                 source,
             })?;
         }
-        write_atomic(path, &proto.encode_to_vec()).map_err(|source| BundleError::Write {
+        crate::atomic::write_atomic(path, &proto.encode_to_vec()).map_err(|source| BundleError::Write {
             path: path.to_path_buf(),
             source,
         })
     }
-}
-
-/// Write `bytes` to a temporary file beside `path`, then rename it into place.
-/// Callers add the path to the error: they know what the file is.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let written = (|| {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        // On the data before the name: after a power cut the final name holds the old file or
-        // the new one, never a zero-length one (SD cards on a Pi lose power).
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        // A full disk leaves no half-written temp file behind to fill it further.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    // Best effort: make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -1,9 +1,11 @@
 //! Kestrel's runtime: load a Kestrel model bundle (an ONNX file with its labels, preprocessing and
 //! model card in `metadata_props`) with tract and classify images on a CPU.
 //!
-//! Layers, bottom up: [`preprocess`] (image → tensor, the only copy of that code in Kestrel),
-//! [`bundle`] (the metadata contract), [`decode`] (files → images), [`classifier`] (tract).
+//! Layers, bottom up: [`atomic`] (file writes), [`preprocess`] (image → tensor, the only copy of
+//! that code in Kestrel), [`bundle`] (the metadata contract), [`decode`] (files → images),
+//! [`classifier`] (tract).
 
+pub mod atomic;
 pub mod bench;
 pub mod bundle;
 pub mod classifier;

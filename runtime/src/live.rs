@@ -341,7 +341,7 @@ fn save_frame(dir: &Path, frame: &Frame, report: &FrameReport, source: &str) -> 
             out
         }
     };
-    crate::bundle::write_atomic(&jpeg, &bytes).map_err(|e| format!("cannot write {}: {e}", jpeg.display()))?;
+    crate::atomic::write_atomic(&jpeg, &bytes).map_err(|e| format!("cannot write {}: {e}", jpeg.display()))?;
     let sidecar = serde_json::json!({
         "frame": frame.index,
         "source": source,
@@ -350,7 +350,7 @@ fn save_frame(dir: &Path, frame: &Frame, report: &FrameReport, source: &str) -> 
         "timestamp_ms": report.timestamp_ms,
     });
     let json = dir.join(format!("{stem}.json"));
-    if let Err(e) = crate::bundle::write_atomic(&json, sidecar.to_string().as_bytes()) {
+    if let Err(e) = crate::atomic::write_atomic(&json, sidecar.to_string().as_bytes()) {
         // A frame without its top-k is no use to the person labelling: keep both or neither.
         let _ = std::fs::remove_file(&jpeg);
         return Err(format!("cannot write {}: {e}", json.display()));

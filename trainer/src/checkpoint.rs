@@ -112,7 +112,7 @@ pub fn save(
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
         out.extend_from_slice(section);
     }
-    kestrel_runtime::bundle::write_atomic(path, &out).map_err(|source| CheckpointError::Write {
+    kestrel_runtime::atomic::write_atomic(path, &out).map_err(|source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     })

@@ -240,7 +240,7 @@ pub fn leaderboard(trials: &[Trial]) -> String {
 /// Write `value` as pretty JSON to `path`.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ExperimentError::Invalid(e.to_string()))?;
-    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|source| ExperimentError::Write {
+    kestrel_runtime::atomic::write_atomic(path, text.as_bytes()).map_err(|source| ExperimentError::Write {
         path: path.to_path_buf(),
         source,
     })

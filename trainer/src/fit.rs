@@ -104,7 +104,7 @@ impl RunDir {
 
 /// Write a run file atomically; the error names it.
 pub(crate) fn write(path: &Path, text: &str) -> Result<(), FitError> {
-    kestrel_runtime::bundle::write_atomic(path, text.as_bytes()).map_err(|source| FitError::Write {
+    kestrel_runtime::atomic::write_atomic(path, text.as_bytes()).map_err(|source| FitError::Write {
         path: path.to_path_buf(),
         source,
     })
@@ -371,6 +371,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         path: config.out.clone(),
         source,
     })?;
+    remove_stale_temps(&run)?;
     write(&run.config(), &config.to_toml())?;
 
     let data = prepare(config)?;
@@ -418,6 +419,22 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         validation,
         data,
     })
+}
+
+/// A run killed while writing (SIGKILL, OOM, power cut) leaves its temp file beside the final
+/// name; whoever takes the folder over next removes it, so a killed run costs no disk.
+fn remove_stale_temps(run: &RunDir) -> Result<(), FitError> {
+    for dir in [run.0.clone(), run.0.join("checkpoints")] {
+        let removed = kestrel_runtime::atomic::remove_stale_temps(&dir)
+            .map_err(|source| FitError::Write { path: dir, source })?;
+        for path in removed {
+            tracing::info!(
+                "removed {}, left by a run that was killed while writing it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn new_state(phase: Phase, history: Vec<EpochRow>) -> RunState {
@@ -541,11 +558,12 @@ fn end_epoch(
     }
     let patience = config.early_stopping_patience;
     state.stopped_early = patience > 0 && state.epochs_without_improvement >= patience;
-    write(&run.metrics(), &metrics_csv(&state.history))?;
+    // Checkpoints before the row: an epoch in metrics.csv is an epoch a resume starts after.
     if improved {
         checkpoint::save(&run.best(), state, model, None)?;
     }
     checkpoint::save(&run.last(), state, model, Some(optim))?;
+    write(&run.metrics(), &metrics_csv(&state.history))?;
     if state.stopped_early {
         progress.line(&format!(
             "early stopping: no improvement for {} epochs",

@@ -95,6 +95,11 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
+    // What a kill inside a checkpoint write leaves (the cause of a CI flake, when the kill landed
+    // there by chance under load): a half-written temp file named after the dead writer. Planted
+    // here so every run takes that path; the resume must remove it, whoever's kill made it.
+    let torn = run.join("checkpoints").join(format!(".last.ckpt.tmp-{}", child.id()));
+    std::fs::write(&torn, b"KESTREL-CKPT-v1\n half").expect("plant a torn temp file");
     let before = metrics_rows(&run);
     assert!(before.len() >= 4 && before.len() < 6, "killed mid-run: {before:?}");
 
@@ -180,7 +185,7 @@ fn in_mount_namespace(script: &str, args: &[&Path]) -> Output {
 
 /// Resuming `run` (a killed run) onto a full disk, then onto a read-only one: each fails with
 /// exit 2 and the OS error with the file it concerns; `last.ckpt` is untouched, and no temp file
-/// is left behind. `run` is left as the disk-full attempt left it, for the real resume after.
+/// is left behind, neither the failed writes' nor the one the killed run left. `run` is left as the disk-full attempt left it, for the real resume after.
 fn outputs_that_cannot_be_written_keep_the_last_checkpoint(run: &Path, scratch: &Path) {
     let last = run.join("checkpoints/last.ckpt");
     let before = std::fs::read(&last).expect("last.ckpt");
