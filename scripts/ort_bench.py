@@ -60,8 +60,9 @@ def main():
             t = time.perf_counter()
             sess.run(None, feed)
             ts.append((time.perf_counter() - t) * 1e3)
-    for (path, _, _, load_ms, rss_kb), ts in zip(loaded, times):
+    for (path, sess, feed, load_ms, rss_kb), ts in zip(loaded, times):
         ts.sort()
+        logits = sess.run(None, feed)[0].reshape(-1).tolist()
         print(
             json.dumps(
                 {
@@ -74,6 +75,8 @@ def main():
                     "images_per_second": 1e3 / (sum(ts) / len(ts)),
                     "file_bytes": os.path.getsize(path),
                     "load_peak_rss_gain_mib": rss_kb / 1024.0,
+                    # The same input as `kestrel bench`, so the engines' outputs compare.
+                    "logits": logits,
                 }
             )
         )

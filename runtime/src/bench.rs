@@ -27,6 +27,11 @@ pub struct BenchResult {
     /// Multiply-accumulates of one inference, counted by tract on the decluttered graph
     /// (integer and float alike).
     pub macs: u64,
+    /// What runs the model: Kestrel's int8 kernels for the lowered part, tract for the rest.
+    pub kernels: String,
+    pub int8: crate::int8::Lowered,
+    /// The logits of the fixed input, so another engine fed the same input can be compared.
+    pub logits: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +67,12 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The benchmarks' input: fixed and deterministic (inference time does not depend on pixel
+/// values), and the same pattern `scripts/ort_bench.py` feeds onnxruntime, so outputs compare.
+pub fn fixed_input(len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect()
+}
+
 /// Load each model, run `warmup` untimed then `iterations` timed inferences, interleaved.
 pub fn run(
     models: &[PathBuf],
@@ -77,16 +88,17 @@ pub fn run(
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let load_rss_mib = (proc_status_mib("VmRSS:") - rss).max(0.0);
         let macs = model_macs(&crate::Bundle::read(path)?, path)?;
-        // A fixed, deterministic input: inference time does not depend on pixel values.
-        let input: Vec<f32> = (0..classifier.metadata().preprocess.tensor_len())
-            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
-            .collect();
+        let input = fixed_input(classifier.metadata().preprocess.tensor_len());
         loaded.push((classifier, input, load_ms, load_rss_mib, macs));
     }
     for _ in 0..warmup {
         for (c, input, ..) in &loaded {
             c.logits(input)?;
         }
+    }
+    let mut outputs = Vec::new();
+    for (c, input, ..) in &loaded {
+        outputs.push(c.logits(input)?);
     }
     let mut samples = vec![Vec::with_capacity(iterations); loaded.len()];
     for _ in 0..iterations {
@@ -99,7 +111,8 @@ pub fn run(
     let results = loaded
         .iter()
         .zip(samples)
-        .map(|((c, _, load_ms, load_rss_mib, macs), mut s)| {
+        .zip(outputs)
+        .map(|(((c, _, load_ms, load_rss_mib, macs), mut s), logits)| {
             s.sort_by(f64::total_cmp);
             let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
             BenchResult {
@@ -114,6 +127,9 @@ pub fn run(
                 mean_ms: mean,
                 images_per_second: 1e3 / mean,
                 macs: *macs,
+                kernels: c.kernels(),
+                int8: c.int8(),
+                logits,
             }
         })
         .collect();
@@ -216,6 +232,7 @@ pub fn table(report: &BenchReport) -> String {
             r.load_rss_mib,
             base / r.p50_ms
         );
+        s += &format!("{:<44} kernels: {}\n", "", r.kernels);
     }
     s += &format!(
         "{} thread(s), {} interleaved iterations each; peak RSS of the process {:.0} MiB\n",

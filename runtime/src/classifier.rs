@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
 use crate::bundle::{Bundle, BundleError, ContractError, Metadata};
+use crate::int8::{self, Lowered};
 use crate::preprocess::{self, PreprocessError};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -30,11 +31,17 @@ pub enum ClassifierError {
 pub struct LoadOptions {
     /// Threads tract's matrix products may use; 1 runs everything on the calling thread.
     pub threads: usize,
+    /// Lower QDQ int8 graphs to Kestrel's integer kernels ([`crate::int8`]). Off runs the file
+    /// as tract alone would (int8 simulated in f32): for comparisons, never faster.
+    pub int8_kernels: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 1 }
+        LoadOptions {
+            threads: 1,
+            int8_kernels: true,
+        }
     }
 }
 
@@ -89,6 +96,7 @@ pub struct Classifier {
     metadata: Metadata,
     plan: Plan,
     input_shape: [usize; 4],
+    int8: Lowered,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -210,13 +218,37 @@ impl Classifier {
     pub fn from_bundle(bundle: Bundle, path: &Path, options: &LoadOptions) -> Result<Self, ClassifierError> {
         let prepare = prepare_error(path);
         let input_shape = bundle.metadata.preprocess.batch_shape(1);
-        let model = catch_tract_panic(|| {
-            tract_onnx::onnx()
-                .model_for_proto_model(&bundle.proto)?
-                .with_input_fact(0, f32::fact(input_shape).into())?
-                .into_optimized()
-        })
-        .map_err(prepare)?;
+        let optimise = |proto: &tract_onnx::pb::ModelProto| {
+            catch_tract_panic(|| {
+                int8::onnx()
+                    .model_for_proto_model(proto)?
+                    .with_input_fact(0, f32::fact(input_shape).into())?
+                    .into_optimized()
+            })
+        };
+        let mut lowered_proto = bundle.proto.clone();
+        let lowered = if options.int8_kernels {
+            let lowered = int8::lower(&mut lowered_proto);
+            int8::lower::fold_constant_dequantize(&mut lowered_proto);
+            lowered
+        } else {
+            Lowered::default()
+        };
+        let (model, int8) = if lowered_proto != bundle.proto {
+            match optimise(&lowered_proto) {
+                Ok(model) => (model, lowered),
+                Err(e) => {
+                    // The file is valid as tract reads it; only our fast path could not take it.
+                    tracing::warn!(
+                        "{}: int8 kernels unavailable for this graph ({e:#}); running it as tract does",
+                        path.display()
+                    );
+                    (optimise(&bundle.proto).map_err(prepare)?, Lowered::default())
+                }
+            }
+        } else {
+            (optimise(&bundle.proto).map_err(prepare)?, lowered)
+        };
         let output_fact = model.output_fact(0).map_err(prepare)?;
         let outputs = output_fact
             .shape
@@ -239,7 +271,32 @@ impl Classifier {
             metadata: bundle.metadata,
             plan,
             input_shape,
+            int8,
         })
+    }
+
+    /// How much of the graph runs on Kestrel's integer kernels (all zero for a float model).
+    pub fn int8(&self) -> Lowered {
+        self.int8
+    }
+
+    /// One line saying what computes this model on this CPU, for `kestrel info` and benchmarks.
+    pub fn kernels(&self) -> String {
+        let l = self.int8;
+        if l.int8_convs + l.int8_adds == 0 {
+            return "tract (float kernels)".into();
+        }
+        let rest = if l.other_convs > 0 {
+            format!(", {} convs on tract", l.other_convs)
+        } else {
+            String::new()
+        };
+        format!(
+            "Kestrel int8: {} convs + {} adds on {}{rest}",
+            l.int8_convs,
+            l.int8_adds,
+            int8::isa()
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -275,6 +332,40 @@ impl Classifier {
         let outputs = catch_tract_panic(|| self.plan.run(tvec!(tensor.into()))).map_err(infer)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(infer)?;
         Ok(logits.iter().copied().collect())
+    }
+
+    /// Time per op type over `iterations` inferences of `input`: (op name, nodes, total ms per
+    /// inference), slowest first. What tells a kernel author where the time goes.
+    pub fn profile(&self, input: &[f32], iterations: usize) -> Result<Vec<(String, usize, f64)>, ClassifierError> {
+        use std::collections::HashMap;
+        use std::time::Instant;
+        use tract_onnx::tract_core::plan::{SimpleState, eval};
+        let infer = |e: TractError| ClassifierError::Infer {
+            path: self.path.clone(),
+            message: format!("{e:#}"),
+        };
+        let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
+        let mut state = SimpleState::new(&self.plan).map_err(infer)?;
+        let mut per_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
+        for _ in 0..iterations.max(1) {
+            catch_tract_panic(|| {
+                state.run_plan_with_eval(tvec!(tensor.clone().into()), |ctx, op_state, node, inputs| {
+                    let t = Instant::now();
+                    let out = eval(ctx, op_state, node, inputs);
+                    let entry = per_op.entry(node.op().name().to_string()).or_default();
+                    entry.0.insert(node.id);
+                    entry.1 += t.elapsed().as_secs_f64() * 1e3;
+                    out
+                })
+            })
+            .map_err(infer)?;
+        }
+        let mut rows: Vec<(String, usize, f64)> = per_op
+            .into_iter()
+            .map(|(name, (nodes, ms))| (name, nodes.len(), ms / iterations.max(1) as f64))
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(rows)
     }
 
     /// Preprocess per the bundle's spec, infer, softmax.

@@ -3,13 +3,14 @@
 //!
 //! Layers, bottom up: [`atomic`] (file writes), [`preprocess`] (image → tensor, the only copy of
 //! that code in Kestrel), [`bundle`] (the metadata contract), [`decode`] (files → images),
-//! [`classifier`] (tract).
+//! [`int8`] (integer kernels and the QDQ lowering), [`classifier`] (tract).
 
 pub mod atomic;
 pub mod bench;
 pub mod bundle;
 pub mod classifier;
 pub mod decode;
+pub mod int8;
 pub mod live;
 pub mod preprocess;
 mod resample;

@@ -58,6 +58,14 @@ enum Command {
         threads: u16,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Run int8 models as tract alone would (QDQ simulated in f32), without Kestrel's integer
+        /// kernels: the comparison that shows what the kernels bring.
+        #[arg(long)]
+        tract_only: bool,
+        /// Print where each model's time goes instead: milliseconds per op type per inference,
+        /// slowest first (tract's plan, Kestrel's int8 ops included).
+        #[arg(long)]
+        profile: bool,
     },
     /// Classify live frames: a camera, the Pi camera through a pipe, a stream, or a folder played
     /// as a video. Prints the top classes per frame (or JSON lines), per-stage timings and FPS,
@@ -199,7 +207,19 @@ fn main() -> ExitCode {
             warmup,
             threads,
             format,
-        } => bench(&models, iterations, warmup, threads.into(), format),
+            tract_only,
+            profile,
+        } => {
+            let options = LoadOptions {
+                threads: threads.into(),
+                int8_kernels: !tract_only,
+            };
+            if profile {
+                bench_profile(&models, iterations, &options)
+            } else {
+                bench(&models, iterations, warmup, &options, format)
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -213,6 +233,7 @@ fn main() -> ExitCode {
 fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let options = LoadOptions {
         threads: args.threads.into(),
+        ..LoadOptions::default()
     };
     let classifier = Classifier::load(&args.model, &options).context("loading the model")?;
     let labels = classifier.labels();
@@ -256,14 +277,36 @@ fn bench(
     models: &[PathBuf],
     iterations: usize,
     warmup: usize,
-    threads: usize,
+    options: &LoadOptions,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let report = kestrel_runtime::bench::run(models, &LoadOptions { threads }, warmup, iterations.max(1))
-        .context("benchmarking")?;
+    let report = kestrel_runtime::bench::run(models, options, warmup, iterations.max(1)).context("benchmarking")?;
     match format {
         Format::Text => print!("{}", kestrel_runtime::bench::table(&report)),
         Format::Jsonl => println!("{}", serde_json::to_string(&report)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Time per op type, per model: where an inference's milliseconds go.
+fn bench_profile(models: &[PathBuf], iterations: usize, options: &LoadOptions) -> anyhow::Result<ExitCode> {
+    for model in models {
+        let classifier = Classifier::load(model, options).context("loading the model")?;
+        let input = kestrel_runtime::bench::fixed_input(classifier.metadata().preprocess.tensor_len());
+        classifier.logits(&input)?;
+        let rows = classifier.profile(&input, iterations.max(1))?;
+        let total: f64 = rows.iter().map(|r| r.2).sum();
+        println!(
+            "{} · {} · {total:.2} ms per inference",
+            model.display(),
+            classifier.kernels()
+        );
+        for (name, nodes, ms) in rows {
+            println!(
+                "  {name:<36} {nodes:>4} nodes {ms:>9.3} ms {:>6.1}%",
+                100.0 * ms / total
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -279,7 +322,14 @@ fn bench_pipeline(
     use kestrel_runtime::live::{self, LiveOptions};
     let spec: kestrel_runtime::source::SourceSpec = source.parse()?;
     for model in models {
-        let classifier = Classifier::load(model, &LoadOptions { threads }).context("loading the model")?;
+        let classifier = Classifier::load(
+            model,
+            &LoadOptions {
+                threads,
+                ..LoadOptions::default()
+            },
+        )
+        .context("loading the model")?;
         let options = LiveOptions {
             max_frames: Some(frames.max(1) as u64),
             progress_every: std::time::Duration::from_secs(3600),
@@ -318,6 +368,8 @@ fn info(model: &std::path::Path) -> anyhow::Result<ExitCode> {
     println!("model:       {}", model.display());
     println!("backbone:    {}", m.model_card.backbone);
     println!("precision:   {}", m.model_card.precision);
+    let classifier = Classifier::from_bundle(bundle.clone(), model, &LoadOptions::default())?;
+    println!("kernels:     {}", classifier.kernels());
     println!("weights:     {}", m.model_card.weights_source);
     println!("written by:  {}", m.model_card.tool);
     println!(
@@ -347,6 +399,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         &args.model,
         &LoadOptions {
             threads: args.threads.into(),
+            ..LoadOptions::default()
         },
     )
     .context("loading the model")?;

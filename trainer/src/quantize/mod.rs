@@ -48,6 +48,10 @@ pub enum QuantizeError {
 pub enum Scheme {
     /// int8 weights + DequantizeLinear, float activations: 4× smaller, float speed in tract.
     WeightOnly,
+    /// Signed int8 QDQ that runs on Kestrel's integer kernels: s8 activations, per-channel int8
+    /// weights, int32 biases, ReLU6 folded into the output range, int8 residual Adds. Standard
+    /// ONNX (onnxruntime runs the same file).
+    Int8,
     /// QuantizeLinear/DequantizeLinear around float Convs (the ONNX Runtime "QDQ" form).
     Qdq,
     /// QLinearConv everywhere: u8 activations, i8 weights, i32 bias (the "QOperator" form).
@@ -59,12 +63,19 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 4] = [Scheme::WeightOnly, Scheme::Qdq, Scheme::QOperator, Scheme::Mixed];
+    pub const ALL: [Scheme; 5] = [
+        Scheme::WeightOnly,
+        Scheme::Int8,
+        Scheme::Qdq,
+        Scheme::QOperator,
+        Scheme::Mixed,
+    ];
 
     /// What the model card's `precision` says.
     pub fn precision(self) -> &'static str {
         match self {
             Scheme::WeightOnly => WEIGHT_ONLY,
+            Scheme::Int8 => "int8",
             Scheme::Qdq => "int8-qdq",
             Scheme::QOperator => "int8-qoperator",
             Scheme::Mixed => "int8-mixed",
@@ -81,6 +92,10 @@ impl Scheme {
                 "weights int8 (symmetric), activations float32: tract folds the dequantisation at load, so it \
                  runs at float speed from a 4x smaller file"
             }
+            Scheme::Int8 => {
+                "int8: activations s8 (calibrated), weights int8 per channel, biases int32, ReLU6 folded into the \
+                 output range, residual adds int8; Kestrel's runtime runs every Conv and Add on integer kernels"
+            }
             Scheme::Qdq => {
                 "QDQ: activations u8 (calibrated), weights int8, QuantizeLinear/DequantizeLinear around float Convs"
             }
@@ -94,6 +109,7 @@ impl std::fmt::Display for Scheme {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Scheme::WeightOnly => "weight-only",
+            Scheme::Int8 => "int8",
             Scheme::Qdq => "qdq",
             Scheme::QOperator => "qoperator",
             Scheme::Mixed => "mixed",

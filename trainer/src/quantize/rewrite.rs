@@ -9,6 +9,11 @@
 //!   ReLU6 `Clip` folded into the output range ([0, 6] saturates exactly like the clip).
 //! - QDQ: the same int8 decisions written as DequantizeLinear → float Conv → QuantizeLinear, the
 //!   form ONNX Runtime and most converters produce.
+//! - int8: QDQ with signed int8 activations (zero point 0 when the range is near symmetric), int32
+//!   biases behind a DequantizeLinear, a ReLU6 `Clip` folded into the output range (no Clip node:
+//!   [0, 6] saturates exactly like it), and residual Adds as DQ → Add → Q. Every Conv and Add is
+//!   then a pattern Kestrel's runtime lowers to its integer kernels (`kestrel_runtime::int8`), and
+//!   onnxruntime fuses the same way.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,12 +23,16 @@ use tract_onnx::pb::tensor_proto::DataType;
 use super::{QuantizeError, Scheme};
 use crate::onnx_graph::f32_tensor;
 
-/// u8 affine parameters of one activation tensor.
+/// Affine parameters of one activation tensor, u8 or i8.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ActParams {
     pub scale: f32,
-    pub zero_point: u8,
+    pub zero_point: i32,
 }
+
+/// Ranges whose smaller side is at least this share of the larger get zero point 0 in int8: at
+/// most ~10% of the resolution is given up for a zero point the kernels need not correct for.
+const NEAR_SYMMETRIC: f32 = 0.8;
 
 impl ActParams {
     /// Asymmetric u8 covering `[min, max]` (widened to include 0, so zero is exact and padding
@@ -31,22 +40,55 @@ impl ActParams {
     pub fn from_range(min: f32, max: f32) -> Self {
         let (min, max) = (min.min(0.0), max.max(0.0));
         let scale = ((max - min) / 255.0).max(1e-8);
-        let zero_point = (-min / scale).round().clamp(0.0, 255.0) as u8;
+        let zero_point = (-min / scale).round().clamp(0.0, 255.0) as i32;
+        ActParams { scale, zero_point }
+    }
+
+    /// Signed int8 covering `[min, max]` (widened to include 0): zero point 0 when the range is
+    /// near symmetric, else asymmetric (a ReLU output `[0, m]` gets zero point −128 and all 256
+    /// levels).
+    pub fn from_range_i8(min: f32, max: f32) -> Self {
+        let (min, max) = (min.min(0.0), max.max(0.0));
+        let (small, large) = (min.abs().min(max), min.abs().max(max));
+        if min < 0.0 && small >= NEAR_SYMMETRIC * large {
+            return ActParams {
+                scale: (large / 127.0).max(1e-8),
+                zero_point: 0,
+            };
+        }
+        let scale = ((max - min) / 255.0).max(1e-8);
+        let zero_point = (-128.0 - min / scale).round().clamp(-128.0, 127.0) as i32;
         ActParams { scale, zero_point }
     }
 }
 
 /// Symmetric int8 weights of one Conv/Gemm: per output channel, or one scale for the tensor.
 pub fn quantize_weights(weights: &[f32], rows: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>) {
+    quantize_weights_floored(weights, rows, per_channel, &[])
+}
+
+/// Largest |bias| in accumulator units (`x_scale · w_scale`) an int32 bias may take: the rest of
+/// i32 is headroom for the sum of products (under 2²⁶ for any layer we export).
+pub const BIAS_LIMIT: f32 = (1u32 << 30) as f32;
+
+/// [`quantize_weights`] with a smallest scale per row (`floor[r]`; empty for none). A channel
+/// whose weights are all but zero (batch-norm folding leaves such dead channels) would otherwise
+/// get a scale so small that its bias, counted in `x_scale · w_scale` units, overflows int32.
+pub fn quantize_weights_floored(weights: &[f32], rows: usize, per_channel: bool, floor: &[f32]) -> (Vec<i8>, Vec<f32>) {
     let per_row = weights.len() / rows.max(1);
-    let scale_of = |chunk: &[f32]| {
+    let scale_of = |chunk: &[f32], floor: f32| {
         let max = chunk.iter().fold(0.0f32, |m, w| m.max(w.abs()));
-        if max > 0.0 { max / 127.0 } else { 1.0 }
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scale.max(floor)
     };
     let scales: Vec<f32> = if per_channel {
-        weights.chunks(per_row.max(1)).map(scale_of).collect()
+        weights
+            .chunks(per_row.max(1))
+            .enumerate()
+            .map(|(r, chunk)| scale_of(chunk, floor.get(r).copied().unwrap_or(0.0)))
+            .collect()
     } else {
-        vec![scale_of(weights)]
+        vec![scale_of(weights, floor.iter().copied().fold(0.0, f32::max))]
     };
     let q = weights
         .iter()
@@ -96,7 +138,7 @@ impl Plan<'_> {
         }
         match self.scheme {
             Scheme::WeightOnly => false,
-            Scheme::Qdq | Scheme::QOperator => true,
+            Scheme::Int8 | Scheme::Qdq | Scheme::QOperator => true,
             Scheme::Mixed => !is_depthwise(node, inits),
         }
     }
@@ -158,6 +200,11 @@ struct Pass<'p> {
     float: HashSet<String>,
     quantized: HashMap<String, String>,
     params: HashMap<String, ActParams>,
+    /// Dequantised copies (`{tensor}.dq`) already written, so a tensor read by several int8 ops
+    /// is dequantised once.
+    dequantized: HashSet<String>,
+    /// Activations in i8 (the int8 scheme), else u8.
+    signed: bool,
     path: &'p std::path::Path,
 }
 
@@ -170,14 +217,19 @@ impl Pass<'_> {
             tensor: tensor.into(),
             path: self.path.to_path_buf(),
         })?;
-        let p = ActParams::from_range(min, max);
+        let (p, zero_type) = if self.signed {
+            (ActParams::from_range_i8(min, max), DataType::Int8)
+        } else {
+            (ActParams::from_range(min, max), DataType::Uint8)
+        };
         self.inits
             .push(f32_tensor(&format!("{tensor}.q_scale"), &[], &[p.scale]));
         self.inits.push(raw_tensor(
             &format!("{tensor}.q_zero"),
             &[],
-            DataType::Uint8,
-            vec![p.zero_point],
+            zero_type,
+            // The byte of the zero point, i8 or u8 alike.
+            vec![p.zero_point as u8],
         ));
         self.params.insert(tensor.into(), p);
         Ok(p)
@@ -220,21 +272,84 @@ impl Pass<'_> {
         Ok((q, p))
     }
 
+    /// `{name}.dq`: the quantised activation `name` dequantised for an int8 op's float form.
+    fn dequantized_act(&mut self, name: &str) -> Result<String, QuantizeError> {
+        let (q, _) = self.need_quantized(name)?;
+        let dq = format!("{name}.dq");
+        if self.dequantized.insert(dq.clone()) {
+            self.nodes.push(node(
+                "DequantizeLinear",
+                &[&q, &format!("{name}.q_scale"), &format!("{name}.q_zero")],
+                &dq,
+                vec![],
+            ));
+        }
+        Ok(dq)
+    }
+
+    /// `{out}.f32 → QuantizeLinear → {out}.q`: the int8 op's result, quantised with `out`'s
+    /// calibrated range.
+    fn quantize_output(&mut self, out: &str, raw: &str) -> Result<(), QuantizeError> {
+        self.params(out)?;
+        let q_out = format!("{out}.q");
+        self.nodes.push(node(
+            "QuantizeLinear",
+            &[raw, &format!("{out}.q_scale"), &format!("{out}.q_zero")],
+            &q_out,
+            vec![],
+        ));
+        self.quantized.insert(out.into(), q_out);
+        Ok(())
+    }
+
+    /// The float bias `b` as int32 in the unit `x_scale · w_scale[c]`, behind a per-channel
+    /// DequantizeLinear: the bias form ONNX QDQ tools write.
+    fn int32_bias(&mut self, b: &pb::TensorProto, x_scale: f32, w_scales: &[f32]) -> Result<String, QuantizeError> {
+        let data = floats(b).ok_or_else(|| QuantizeError::Unsupported {
+            name: b.name.clone(),
+            path: self.path.to_path_buf(),
+        })?;
+        let scales: Vec<f32> = (0..data.len())
+            .map(|c| x_scale * w_scales.get(c).or(w_scales.first()).copied().unwrap_or(1.0))
+            .collect();
+        let q: Vec<u8> = data
+            .iter()
+            .zip(&scales)
+            .flat_map(|(v, s)| {
+                let q = (*v as f64 / *s as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+                q.to_le_bytes()
+            })
+            .collect();
+        let q_name = format!("{}.int32", b.name);
+        let dims = [data.len() as i64];
+        self.inits.push(raw_tensor(&q_name, &dims, DataType::Int32, q));
+        self.inits
+            .push(f32_tensor(&format!("{}.scale", b.name), &[data.len()], &scales));
+        self.nodes.push(node(
+            "DequantizeLinear",
+            &[&q_name, &format!("{}.scale", b.name)],
+            &b.name,
+            vec![int_attr("axis", 0)],
+        ));
+        Ok(b.name.clone())
+    }
+
     /// `DequantizeLinear(int8 weight)` standing in for the float initializer `name`.
     fn dequantized_weight(
         &mut self,
         name: &str,
         tensor: &pb::TensorProto,
         per_channel: bool,
-    ) -> Result<(), QuantizeError> {
-        let (q, _) = self.int8_weight(name, tensor, per_channel)?;
+        floor: &[f32],
+    ) -> Result<Vec<f32>, QuantizeError> {
+        let (q, scales) = self.int8_weight(name, tensor, per_channel, floor)?;
         self.nodes.push(node(
             "DequantizeLinear",
             &[&q, &format!("{name}.scale")],
             name,
             vec![int_attr("axis", 0)],
         ));
-        Ok(())
+        Ok(scales)
     }
 
     /// Adds `{name}.int8` and `{name}.scale`; returns the int8 name and the scales.
@@ -243,13 +358,14 @@ impl Pass<'_> {
         name: &str,
         tensor: &pb::TensorProto,
         per_channel: bool,
+        floor: &[f32],
     ) -> Result<(String, Vec<f32>), QuantizeError> {
         let data = floats(tensor).ok_or_else(|| QuantizeError::Unsupported {
             name: name.into(),
             path: self.path.to_path_buf(),
         })?;
         let rows = tensor.dims.first().copied().unwrap_or(1).max(1) as usize;
-        let (q, scales) = quantize_weights(&data, rows, per_channel);
+        let (q, scales) = quantize_weights_floored(&data, rows, per_channel, floor);
         let q_name = format!("{name}.int8");
         self.inits.push(raw_tensor(
             &q_name,
@@ -309,6 +425,8 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         float: graph.input.iter().map(|i| i.name.clone()).collect(),
         quantized: HashMap::new(),
         params: HashMap::new(),
+        dequantized: HashSet::new(),
+        signed: plan.scheme == Scheme::Int8,
         path,
     };
     let mut replaced: HashSet<&str> = HashSet::new();
@@ -320,6 +438,26 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         }
         let weight = n.input.get(1).and_then(|w| inits.get(w.as_str()).copied());
         let is_weighted = n.op_type == "Conv" || (n.op_type == "Gemm" && attr_int(n, "transB") == Some(1));
+        let int8_add = plan.scheme == Scheme::Int8
+            && n.op_type == "Add"
+            && n.input.len() == 2
+            && n.input
+                .iter()
+                .all(|i| !inits.contains_key(i.as_str()) && plan.ranges.contains_key(i))
+            && n.output.first().is_some_and(|o| plan.ranges.contains_key(o));
+        if int8_add {
+            let a = pass.dequantized_act(&n.input[0])?;
+            let b = pass.dequantized_act(&n.input[1])?;
+            let out = n.output[0].clone();
+            let raw = format!("{out}.f32");
+            let mut add = n.clone();
+            add.input = vec![a, b];
+            add.output = vec![raw.clone()];
+            add.name = raw.clone();
+            pass.nodes.push(add);
+            pass.quantize_output(&out, &raw)?;
+            continue;
+        }
         let Some(weight) = weight.filter(|_| is_weighted) else {
             for input in n
                 .input
@@ -341,7 +479,7 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                 done.float_convs += 1;
             }
             pass.need_float(&n.input[0])?;
-            pass.dequantized_weight(w_name, weight, plan.per_channel)?;
+            pass.dequantized_weight(w_name, weight, plan.per_channel, &[])?;
             replaced.insert(w_name);
             pass.nodes.push(n.clone());
             pass.float.extend(n.output.iter().cloned());
@@ -362,7 +500,7 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         // Weight-only never gets here: it plans no int8 conv.
         match plan.scheme {
             Scheme::QOperator | Scheme::Mixed | Scheme::WeightOnly => {
-                let (w_q, w_scales) = pass.int8_weight(w_name, weight, plan.per_channel)?;
+                let (w_q, w_scales) = pass.int8_weight(w_name, weight, plan.per_channel, &[])?;
                 let channels = weight.dims.first().copied().unwrap_or(1) as usize;
                 let w_zero = format!("{w_name}.zero");
                 let zero_dims: Vec<i64> = if plan.per_channel {
@@ -416,11 +554,32 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                 });
                 pass.quantized.insert(out.clone(), q_out);
             }
+            Scheme::Int8 => {
+                // The clip's output range is within [0, 6], so the Q saturates exactly as the
+                // ReLU6 would: no Clip node is written.
+                let x_dq = pass.dequantized_act(&n.input[0])?;
+                let floor: Vec<f32> = bias
+                    .and_then(floats)
+                    .map(|b| b.iter().map(|v| v.abs() / (x.scale * BIAS_LIMIT)).collect())
+                    .unwrap_or_default();
+                let w_scales = pass.dequantized_weight(w_name, weight, plan.per_channel, &floor)?;
+                let mut conv = n.clone();
+                conv.input[0] = x_dq;
+                if let Some(b) = bias {
+                    replaced.insert(b.name.as_str());
+                    conv.input[2] = pass.int32_bias(b, x.scale, &w_scales)?;
+                }
+                let raw = format!("{out}.f32");
+                conv.output = vec![raw.clone()];
+                conv.name = raw.clone();
+                pass.nodes.push(conv);
+                pass.quantize_output(&out, &raw)?;
+            }
             Scheme::Qdq => {
                 let x_dq = format!("{}.dq", n.input[0]);
                 pass.nodes
                     .push(node("DequantizeLinear", &[&x_q, &x_scale, &x_zero], &x_dq, vec![]));
-                pass.dequantized_weight(w_name, weight, plan.per_channel)?;
+                pass.dequantized_weight(w_name, weight, plan.per_channel, &[])?;
                 let raw = format!("{out}.f32");
                 let mut conv = n.clone();
                 conv.input[0] = x_dq;
@@ -508,15 +667,53 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_channels_scale_is_floored_so_its_bias_fits_int32() {
+        // Row 0 as batch-norm folding leaves a dead channel: weights ~1e-7, bias -2.
+        let w = [1e-7f32, -2e-7, 0.0, 0.5, -1.0, 0.25];
+        let x_scale = 0.02;
+        let bias = [-2.0f32, 0.1];
+        let floor: Vec<f32> = bias.iter().map(|b| b.abs() / (x_scale * BIAS_LIMIT)).collect();
+        let (_, plain) = quantize_weights(&w, 2, true);
+        assert!(
+            (bias[0] / (x_scale * plain[0])).abs() > i32::MAX as f32,
+            "the case this guards"
+        );
+        let (q, s) = quantize_weights_floored(&w, 2, true, &floor);
+        assert!((bias[0] / (x_scale * s[0])).abs() <= BIAS_LIMIT * 1.0001);
+        // At the floored scale (≈ 9.3e-8) the tiny weights are still within half a step.
+        assert_eq!(&q[..3], &[1, -2, 0]);
+        assert_eq!(
+            (&q[3..], s[1]),
+            (&[64i8, -127, 32][..], 1.0 / 127.0),
+            "live channels are untouched"
+        );
+    }
+
+    #[test]
     fn activation_params_keep_zero_exact() {
         let relu6 = ActParams::from_range(0.0, 6.0);
         assert_eq!(relu6.zero_point, 0);
         assert!((relu6.scale - 6.0 / 255.0).abs() < 1e-9);
-        let signed = ActParams::from_range(-1.0, 3.0);
-        assert_eq!(signed.zero_point, 64);
+        let asymmetric = ActParams::from_range(-1.0, 3.0);
+        assert_eq!(asymmetric.zero_point, 64);
         let positive_only = ActParams::from_range(2.0, 4.0);
         assert_eq!(positive_only.zero_point, 0, "the range is widened to include 0");
         let constant = ActParams::from_range(0.0, 0.0);
         assert!(constant.scale > 0.0);
+    }
+
+    #[test]
+    fn int8_activations_use_every_level_and_zero_point_0_when_near_symmetric() {
+        let relu6 = ActParams::from_range_i8(0.0, 6.0);
+        assert_eq!(relu6.zero_point, -128, "[0, 6] spans all 256 levels");
+        assert!((relu6.scale - 6.0 / 255.0).abs() < 1e-9);
+        let symmetric = ActParams::from_range_i8(-2.9, 3.0);
+        assert_eq!(symmetric.zero_point, 0);
+        assert!((symmetric.scale - 3.0 / 127.0).abs() < 1e-9);
+        let skewed = ActParams::from_range_i8(-1.0, 3.0);
+        assert_eq!(skewed.zero_point, -64);
+        assert!((skewed.scale - 4.0 / 255.0).abs() < 1e-9);
+        let negative = ActParams::from_range_i8(-4.0, -1.0);
+        assert_eq!(negative.zero_point, 127, "widened to include 0 at the top");
     }
 }

@@ -1,0 +1,365 @@
+//! Integer kernels for the int8 path: a GEMM (pointwise convolutions, and every other convolution
+//! after im2col), a depthwise convolution and a residual add, all on NCHW planes of one image.
+//!
+//! - [`reference`] is the definition: plain loops, no tricks. Every other path must match it bit
+//!   for bit, and the tests check that on random shapes, strides, paddings and zero points.
+//! - [`portable`] is safe Rust written so that LLVM vectorises it. It is the path on aarch64
+//!   (NEON is part of the base ISA there, so it vectorises without any runtime check), and on any
+//!   x86 CPU without AVX2. On x86 with AVX2 the same code is also compiled with AVX2+FMA enabled
+//!   and picked at run time.
+//! - [`x86`] holds the one kernel that needs intrinsics: the GEMM, whose `vpmaddwd` form (pairs
+//!   of i16 products summed into i32) LLVM does not find on its own. It is the only module that
+//!   may use `unsafe`.
+//!
+//! Depthwise convolutions compute in f32, exactly: every operand is an integer (|x − zx| ≤ 255,
+//! |w| ≤ 128) and a 5×5 window's sum stays below 25·255·128 < 2²², where f32 is exact (up to 128
+//! taps; larger windows take the reference path). The i32 bias is added after conversion back to
+//! i32. This is bit-identical to int32 accumulation, and vectorises with plain code.
+//!
+//! Requantisation follows onnxruntime's (MLAS) definition, so the int8 file gives the same
+//! numbers in both engines: `y = clamp(round_half_even(acc · m), lo − zy, hi − zy) + zy` with
+//! `m = sx · sw / sy` in f32.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+pub mod portable;
+pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Where a requantised output lands: the multiplier per output channel, the zero point, and the
+/// clamp in the quantised domain (the i8 range, narrowed by a fused ReLU/ReLU6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requant {
+    pub multiplier: Vec<f32>,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl Requant {
+    /// One output value from its i32 accumulator (bias included) in channel `c`.
+    #[inline(always)]
+    pub fn apply(&self, acc: i32, c: usize) -> i8 {
+        requantize(acc, self.multiplier[c], self.zero_point, self.lo, self.hi)
+    }
+}
+
+/// The requantisation every kernel uses. The clamp comes before the rounding (as in MLAS) so no
+/// float-to-int conversion ever overflows; for integer bounds the result is the same as rounding
+/// first.
+#[inline(always)]
+pub fn requantize(acc: i32, multiplier: f32, zero_point: i32, lo: i32, hi: i32) -> i8 {
+    let v = (acc as f32 * multiplier).clamp((lo - zero_point) as f32, (hi - zero_point) as f32);
+    (v.round_ties_even() as i32 + zero_point) as i8
+}
+
+/// A convolution's geometry on one image (NCHW, batch 1), dilation 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub groups: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+}
+
+impl Geometry {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + self.pads[0] + self.pads[2] - self.kernel_h) / self.stride_h + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w + self.pads[1] + self.pads[3] - self.kernel_w) / self.stride_w + 1
+    }
+
+    /// One input channel per group and one output channel per group.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
+    }
+
+    /// A plain matrix product over channels: 1×1, stride 1, no padding, one group.
+    pub fn is_pointwise(&self) -> bool {
+        self.groups == 1
+            && (self.kernel_h, self.kernel_w, self.stride_h, self.stride_w) == (1, 1, 1, 1)
+            && self.pads == [0; 4]
+    }
+
+    /// Whether the geometry is one the kernels compute (and [`reference::conv`] defines).
+    pub fn is_valid(&self) -> bool {
+        self.groups > 0
+            && self.in_channels.is_multiple_of(self.groups)
+            && self.out_channels.is_multiple_of(self.groups)
+            && self.kernel_h > 0
+            && self.kernel_w > 0
+            && self.stride_h > 0
+            && self.stride_w > 0
+            && self.in_h + self.pads[0] + self.pads[2] >= self.kernel_h
+            && self.in_w + self.pads[1] + self.pads[3] >= self.kernel_w
+    }
+
+    /// Weights per output channel.
+    pub fn taps(&self) -> usize {
+        self.in_channels / self.groups * self.kernel_h * self.kernel_w
+    }
+}
+
+/// Which implementation runs the kernels on this CPU; `kestrel info` and the benchmarks print it.
+pub fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        return "x86-64 AVX2 (vpmaddwd GEMM, f32-exact depthwise)";
+    }
+    #[cfg(target_arch = "aarch64")]
+    return "aarch64 NEON (auto-vectorised)";
+    #[allow(unreachable_code)]
+    "portable (no SIMD detected)"
+}
+
+/// GEMM weights, packed once at load for the fastest path this CPU has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmWeights {
+    pub rows: usize,
+    pub depth: usize,
+    /// Row-major `rows × depth`, as in the file.
+    pub plain: Vec<i8>,
+    #[cfg(target_arch = "x86_64")]
+    pairs: Option<Vec<i32>>,
+}
+
+impl GemmWeights {
+    pub fn new(plain: Vec<i8>, rows: usize, depth: usize) -> Self {
+        debug_assert_eq!(plain.len(), rows * depth);
+        GemmWeights {
+            #[cfg(target_arch = "x86_64")]
+            pairs: x86::available().then(|| x86::pack_weight_pairs(&plain, rows, depth)),
+            rows,
+            depth,
+            plain,
+        }
+    }
+
+    /// Σ_k w[r][k] for each row: the input zero point's share of each accumulator.
+    pub fn row_sums(&self) -> Vec<i32> {
+        self.plain
+            .chunks(self.depth.max(1))
+            .map(|r| r.iter().map(|&w| w as i32).sum())
+            .collect()
+    }
+}
+
+/// A GEMM's input, packed once for the path that will read it (shared by every thread).
+pub enum PackedInput {
+    #[cfg(target_arch = "x86_64")]
+    Pairs {
+        data: Vec<i32>,
+        padded: usize,
+    },
+    I16(Vec<i16>),
+}
+
+/// Pack `x` (`w.depth × cols` i8) for [`gemm_rows`].
+pub fn pack_input(w: &GemmWeights, x: &[i8], cols: usize) -> PackedInput {
+    #[cfg(target_arch = "x86_64")]
+    if w.pairs.is_some() {
+        let (data, padded) = x86::pack_input_pairs(x, w.depth, cols);
+        return PackedInput::Pairs { data, padded };
+    }
+    PackedInput::I16(portable::pack_i16(x, w.depth, cols))
+}
+
+/// Rows `rows` of `out = requant(bias + w · x)` into `out` (those rows only, `rows.len() × cols`).
+/// The input zero point is folded into `bias` by the caller (see [`GemmWeights::row_sums`]).
+pub fn gemm_rows(
+    w: &GemmWeights,
+    rows: Range<usize>,
+    x: &PackedInput,
+    cols: usize,
+    bias: &[i32],
+    requant: &Requant,
+    out: &mut [i8],
+) {
+    match x {
+        #[cfg(target_arch = "x86_64")]
+        PackedInput::Pairs { data, padded } => match &w.pairs {
+            Some(pairs) => x86::gemm_rows(pairs, w.depth, rows, data, *padded, cols, bias, requant, out),
+            None => unreachable!("pairs are packed only where the weights were"),
+        },
+        PackedInput::I16(x16) => portable::gemm_rows(&w.plain, w.depth, rows, x16, cols, bias, requant, out),
+    }
+}
+
+/// `out[r][n] = requant(bias[r] + Σ_k w[r][k] · x[k][n])`, `x` being `depth × cols` i8.
+pub fn gemm(w: &GemmWeights, x: &[i8], cols: usize, bias: &[i32], requant: &Requant, out: &mut [i8]) {
+    let packed = pack_input(w, x, cols);
+    gemm_rows(w, 0..w.rows, &packed, cols, bias, requant, out)
+}
+
+/// One depthwise convolution of a whole `channels × in_h × in_w` image: what every depthwise
+/// kernel reads (see [`reference::depthwise`] for the definition).
+#[derive(Debug, Clone, Copy)]
+pub struct Depthwise<'a> {
+    pub g: &'a Geometry,
+    pub x: &'a [i8],
+    pub zx: i32,
+    /// `channels × kernel_h × kernel_w`.
+    pub w: &'a [i8],
+    pub bias: &'a [i32],
+    pub requant: &'a Requant,
+}
+
+/// Channels `channels` of `d` into `out` (those channels' output planes only).
+pub fn depthwise_channels(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
+    let g = d.g;
+    if g.kernel_h * g.kernel_w > MAX_EXACT_TAPS {
+        let all = reference::depthwise(g, d.x, d.zx, d.w, d.bias, d.requant);
+        let plane = g.out_h() * g.out_w();
+        out.copy_from_slice(&all[channels.start * plane..channels.end * plane]);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        return x86::depthwise_channels(d, channels, out);
+    }
+    portable::depthwise_channels(d, channels, out)
+}
+
+/// Every channel of `d` into `out`.
+pub fn depthwise(d: &Depthwise, out: &mut [i8]) {
+    depthwise_channels(d, 0..d.g.in_channels, out)
+}
+
+/// Largest window whose sum of products (each at most 255 · 128) stays below 2²²: exact in f32
+/// and convertible with `portable::round_to_i32`. 128 taps; every depthwise kernel we export has 25
+/// at most.
+const MAX_EXACT_TAPS: usize = (1 << 22) / (255 * 128);
+
+/// Parameters of a quantised residual add: `y = requant(ma·(a − za) + mb·(b − zb))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AddParams {
+    pub a_mult: f32,
+    pub a_zero: i32,
+    pub b_mult: f32,
+    pub b_zero: i32,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+pub fn add(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        return x86::add(p, a, b, out);
+    }
+    portable::add(p, a, b, out)
+}
+
+/// A convolution of any geometry: pointwise straight to the GEMM, depthwise to its kernel, the rest
+/// through im2col (padding filled with the input zero point, which stands for 0.0) and the GEMM.
+/// `bias_folded` is `bias − zx · Σw` per output channel (what [`GemmWeights::row_sums`] gives).
+/// With a `pool`, output channels are split across its threads (the input is packed once).
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    g: &Geometry,
+    x: &[i8],
+    zx: i32,
+    w: &GemmWeights,
+    bias: &[i32],
+    bias_folded: &[i32],
+    requant: &Requant,
+    pool: Option<&rayon::ThreadPool>,
+    out: &mut [i8],
+) {
+    let cols = g.out_h() * g.out_w();
+    // Output channels per task: a few tasks per thread for balance, whole GEMM row tiles.
+    let per_task = |channels: usize, threads: usize| channels.div_ceil(threads * 2).next_multiple_of(4).max(4);
+    if g.is_depthwise() {
+        let d = Depthwise {
+            g,
+            x,
+            zx,
+            w: &w.plain,
+            bias,
+            requant,
+        };
+        let run = |channels: Range<usize>, out: &mut [i8]| depthwise_channels(&d, channels, out);
+        return match pool {
+            Some(pool) => {
+                let n = per_task(g.in_channels, pool.current_num_threads());
+                pool.install(|| {
+                    out.par_chunks_mut(n * cols).enumerate().for_each(|(i, o)| {
+                        let first = i * n;
+                        run(first..first + o.len() / cols, o)
+                    })
+                })
+            }
+            None => run(0..g.in_channels, out),
+        };
+    }
+    if g.groups > 1 {
+        return grouped(g, x, zx, w, bias_folded, requant, out);
+    }
+    let im2col;
+    let input = if g.is_pointwise() {
+        x
+    } else {
+        let mut scratch = Vec::new();
+        reference::im2col(g, x, 0, g.in_channels, zx as i8, &mut scratch);
+        im2col = scratch;
+        &im2col
+    };
+    let packed = pack_input(w, input, cols);
+    match pool {
+        Some(pool) => {
+            let n = per_task(w.rows, pool.current_num_threads());
+            pool.install(|| {
+                out.par_chunks_mut(n * cols).enumerate().for_each(|(i, o)| {
+                    let first = i * n;
+                    gemm_rows(w, first..first + o.len() / cols, &packed, cols, bias_folded, requant, o)
+                })
+            })
+        }
+        None => gemm_rows(w, 0..w.rows, &packed, cols, bias_folded, requant, out),
+    }
+}
+
+/// Grouped (not depthwise) convolutions: rare in the models we export; one GEMM per group.
+fn grouped(g: &Geometry, x: &[i8], zx: i32, w: &GemmWeights, bias_folded: &[i32], requant: &Requant, out: &mut [i8]) {
+    let cols = g.out_h() * g.out_w();
+    let per_group_in = g.in_channels / g.groups;
+    let per_group_out = g.out_channels / g.groups;
+    let mut scratch = Vec::new();
+    for group in 0..g.groups {
+        reference::im2col(g, x, group * per_group_in, per_group_in, zx as i8, &mut scratch);
+        let rows = group * per_group_out..(group + 1) * per_group_out;
+        let depth = w.depth;
+        let sub = GemmWeights::new(
+            w.plain[rows.start * depth..rows.end * depth].to_vec(),
+            per_group_out,
+            depth,
+        );
+        let sub_requant = Requant {
+            multiplier: requant.multiplier[rows.clone()].to_vec(),
+            ..requant.clone()
+        };
+        gemm(
+            &sub,
+            &scratch,
+            cols,
+            &bias_folded[rows.clone()],
+            &sub_requant,
+            &mut out[rows.start * cols..rows.end * cols],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

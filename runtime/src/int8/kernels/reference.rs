@@ -1,0 +1,104 @@
+//! The definitions: what every fast path must compute, bit for bit. Written for clarity only.
+
+use super::{AddParams, Geometry, Requant};
+
+/// Direct convolution, any geometry: `y[co][oy][ox] = requant(bias[co] + Σ w · (x − zx))`, where
+/// taps falling in the padding contribute 0 (a real zero, whatever the zero point).
+/// `w` is `out_channels × in_channels/groups × kernel_h × kernel_w`, as ONNX stores it.
+pub fn conv(g: &Geometry, x: &[i8], zx: i32, w: &[i8], bias: &[i32], requant: &Requant) -> Vec<i8> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let cin_g = g.in_channels / g.groups;
+    let cout_g = g.out_channels / g.groups;
+    let mut out = vec![0i8; g.out_channels * oh * ow];
+    for co in 0..g.out_channels {
+        let group = co / cout_g;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias[co];
+                for ci in 0..cin_g {
+                    let c = group * cin_g + ci;
+                    for ky in 0..g.kernel_h {
+                        for kx in 0..g.kernel_w {
+                            let iy = (oy * g.stride_h + ky) as isize - g.pads[0] as isize;
+                            let ix = (ox * g.stride_w + kx) as isize - g.pads[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
+                                continue;
+                            }
+                            let xv = x[(c * g.in_h + iy as usize) * g.in_w + ix as usize] as i32 - zx;
+                            let wv = w[((co * cin_g + ci) * g.kernel_h + ky) * g.kernel_w + kx] as i32;
+                            acc += xv * wv;
+                        }
+                    }
+                }
+                out[(co * oh + oy) * ow + ox] = requant.apply(acc, co);
+            }
+        }
+    }
+    out
+}
+
+/// `depth × cols` matrix product with requantisation (no zero point: see `kernels::gemm`).
+pub fn gemm(w: &[i8], rows: usize, depth: usize, x: &[i8], cols: usize, bias: &[i32], requant: &Requant) -> Vec<i8> {
+    let mut out = vec![0i8; rows * cols];
+    for r in 0..rows {
+        for n in 0..cols {
+            let mut acc = bias[r];
+            for k in 0..depth {
+                acc += w[r * depth + k] as i32 * x[k * cols + n] as i32;
+            }
+            out[r * cols + n] = requant.apply(acc, r);
+        }
+    }
+    out
+}
+
+/// The quantised add, element by element.
+pub fn add(p: &AddParams, a: &[i8], b: &[i8]) -> Vec<i8> {
+    a.iter().zip(b).map(|(&a, &b)| add_one(p, a, b)).collect()
+}
+
+/// One element of the quantised add: both inputs rescaled to the output's scale in f32, summed,
+/// then requantised as every kernel does (multiplier 1 on the already-scaled sum).
+#[inline(always)]
+pub fn add_one(p: &AddParams, a: i8, b: i8) -> i8 {
+    let v = p.a_mult * (a as i32 - p.a_zero) as f32 + p.b_mult * (b as i32 - p.b_zero) as f32;
+    let v = v.clamp((p.lo - p.zero_point) as f32, (p.hi - p.zero_point) as f32);
+    (v.round_ties_even() as i32 + p.zero_point) as i8
+}
+
+/// im2col for channels `first..first + count` of `x`: a `(count·kh·kw) × (oh·ow)` matrix, taps in
+/// the padding set to `pad` (the input zero point, so they cancel against the folded bias).
+pub fn im2col(g: &Geometry, x: &[i8], first: usize, count: usize, pad: i8, out: &mut Vec<i8>) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    out.clear();
+    out.resize(count * g.kernel_h * g.kernel_w * oh * ow, pad);
+    let mut row = 0;
+    for c in first..first + count {
+        let plane = &x[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
+        for ky in 0..g.kernel_h {
+            for kx in 0..g.kernel_w {
+                let dst = &mut out[row * oh * ow..(row + 1) * oh * ow];
+                for oy in 0..oh {
+                    let iy = (oy * g.stride_h + ky) as isize - g.pads[0] as isize;
+                    if iy < 0 || iy >= g.in_h as isize {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.in_w..(iy as usize + 1) * g.in_w];
+                    for ox in 0..ow {
+                        let ix = (ox * g.stride_w + kx) as isize - g.pads[1] as isize;
+                        if ix >= 0 && ix < g.in_w as isize {
+                            dst[oy * ow + ox] = src[ix as usize];
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// Depthwise convolution is a convolution with one channel per group.
+pub fn depthwise(g: &Geometry, x: &[i8], zx: i32, w: &[i8], bias: &[i32], requant: &Requant) -> Vec<i8> {
+    debug_assert!(g.is_depthwise());
+    conv(g, x, zx, w, bias, requant)
+}

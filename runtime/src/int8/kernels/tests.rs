@@ -1,0 +1,324 @@
+//! Every fast path against [`reference`], bit for bit, on random shapes, strides, paddings, zero
+//! points and multipliers. On x86 with AVX2 these run the AVX2 paths and, separately, the portable
+//! ones; under qemu-aarch64 (CI) they run the aarch64 build.
+
+use super::*;
+
+/// Three threads, so channel splits leave uneven remainders.
+static POOL: std::sync::LazyLock<rayon::ThreadPool> = std::sync::LazyLock::new(|| {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("a 3-thread pool")
+});
+
+/// SplitMix64: reproducible cases without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn i8s(&mut self, n: usize) -> Vec<i8> {
+        (0..n).map(|_| self.next() as i8).collect()
+    }
+    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + self.below((hi - lo + 1) as usize) as i32
+    }
+}
+
+/// A requantisation that spreads the accumulators of `taps` products over the i8 range, with a
+/// random zero point and, sometimes, a ReLU-like clamp.
+fn requant_for(rng: &mut Rng, channels: usize, taps: usize) -> Requant {
+    let zero_point = rng.range(-128, 127);
+    let lo = if rng.below(3) == 0 { zero_point } else { -128 };
+    let spread = (taps as f32).sqrt() * 128.0 * 128.0 / 64.0;
+    Requant {
+        multiplier: (0..channels)
+            .map(|_| (0.25 + rng.below(1000) as f32 / 500.0) / spread)
+            .collect(),
+        zero_point,
+        lo: lo.max(-128),
+        hi: 127,
+    }
+}
+
+fn bias(rng: &mut Rng, n: usize) -> Vec<i32> {
+    (0..n).map(|_| rng.range(-20_000, 20_000)).collect()
+}
+
+#[test]
+fn gemm_matches_the_reference_on_random_shapes() {
+    let mut rng = Rng(1);
+    for case in 0..60 {
+        let rows = 1 + rng.below(37);
+        let depth = 1 + rng.below(70);
+        let cols = 1 + rng.below(300);
+        let w = rng.i8s(rows * depth);
+        let x = rng.i8s(depth * cols);
+        let b = bias(&mut rng, rows);
+        let rq = requant_for(&mut rng, rows, depth);
+        let expected = reference::gemm(&w, rows, depth, &x, cols, &b, &rq);
+        let packed = GemmWeights::new(w.clone(), rows, depth);
+        let mut out = vec![0i8; rows * cols];
+        gemm(&packed, &x, cols, &b, &rq, &mut out);
+        assert_eq!(out, expected, "case {case}: {rows}×{depth}·{depth}×{cols} ({})", isa());
+        out.fill(0);
+        portable::gemm(&w, rows, depth, &x, cols, &b, &rq, &mut out);
+        assert_eq!(out, expected, "case {case}: portable");
+    }
+}
+
+fn random_geometry(rng: &mut Rng, depthwise: bool) -> Geometry {
+    let kernel = [1, 3, 5][rng.below(3)];
+    let stride = 1 + rng.below(2);
+    let channels = 1 + rng.below(20);
+    let (in_channels, out_channels, groups) = if depthwise {
+        (channels.max(2), channels.max(2), channels.max(2))
+    } else {
+        let groups = if rng.below(4) == 0 { 2 } else { 1 };
+        (groups * (1 + rng.below(5)), groups * (1 + rng.below(9)), groups)
+    };
+    let mut pads = [0; 4];
+    for p in pads.iter_mut() {
+        *p = rng.below(kernel);
+    }
+    Geometry {
+        in_channels,
+        out_channels,
+        groups,
+        in_h: kernel + rng.below(17),
+        in_w: kernel + rng.below(23),
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride_h: stride,
+        stride_w: stride,
+        pads,
+    }
+}
+
+fn check_conv(rng: &mut Rng, g: &Geometry, case: usize) {
+    assert!(g.is_valid(), "{g:?}");
+    let zx = rng.range(-128, 127);
+    let x = rng.i8s(g.in_channels * g.in_h * g.in_w);
+    let w = rng.i8s(g.out_channels * g.taps());
+    let b = bias(rng, g.out_channels);
+    let rq = requant_for(rng, g.out_channels, g.taps());
+    let expected = reference::conv(g, &x, zx, &w, &b, &rq);
+    let packed = GemmWeights::new(w.clone(), g.out_channels, g.taps());
+    let folded: Vec<i32> = b.iter().zip(packed.row_sums()).map(|(b, s)| b - zx * s).collect();
+    let mut out = vec![0i8; expected.len()];
+    conv(g, &x, zx, &packed, &b, &folded, &rq, None, &mut out);
+    assert_eq!(out, expected, "case {case}: {g:?}, zx {zx} ({})", isa());
+    out.fill(0);
+    conv(g, &x, zx, &packed, &b, &folded, &rq, Some(&POOL), &mut out);
+    assert_eq!(out, expected, "case {case}: split over 3 threads, {g:?}");
+    if g.is_depthwise() {
+        out.fill(0);
+        let d = Depthwise {
+            g,
+            x: &x,
+            zx,
+            w: &w,
+            bias: &b,
+            requant: &rq,
+        };
+        portable::depthwise(&d, &mut out);
+        assert_eq!(out, expected, "case {case}: portable depthwise {g:?}");
+    }
+}
+
+#[test]
+fn depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
+    let mut rng = Rng(2);
+    for case in 0..150 {
+        let g = random_geometry(&mut rng, true);
+        check_conv(&mut rng, &g, case);
+    }
+    // The shapes EfficientNet-Lite0 runs, TF "SAME" padding as our export writes it.
+    for (k, s, hw, pads) in [
+        (3, 1, 112, [1, 1, 1, 1]),
+        (3, 2, 112, [0, 0, 1, 1]),
+        (5, 2, 28, [1, 1, 2, 2]),
+    ] {
+        let g = Geometry {
+            in_channels: 8,
+            out_channels: 8,
+            groups: 8,
+            in_h: hw,
+            in_w: hw,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: s,
+            stride_w: s,
+            pads,
+        };
+        check_conv(&mut rng, &g, 999);
+    }
+}
+
+#[test]
+fn other_convolutions_match_the_reference_through_im2col() {
+    let mut rng = Rng(3);
+    for case in 0..80 {
+        let g = random_geometry(&mut rng, false);
+        check_conv(&mut rng, &g, case);
+    }
+}
+
+#[test]
+fn depthwise_sums_at_the_extremes_stay_exact() {
+    // Every product at its largest magnitude: the f32 accumulation must still be exact.
+    let g = Geometry {
+        in_channels: 2,
+        out_channels: 2,
+        groups: 2,
+        in_h: 7,
+        in_w: 7,
+        kernel_h: 5,
+        kernel_w: 5,
+        stride_h: 1,
+        stride_w: 1,
+        pads: [2, 2, 2, 2],
+    };
+    let x = vec![-128i8; 2 * 49];
+    let w = vec![-128i8; 2 * 25];
+    let b = vec![i32::MAX / 4, -7];
+    let rq = Requant {
+        multiplier: vec![1.0 / 3000.0, 1.0 / 2999.0],
+        zero_point: 0,
+        lo: -128,
+        hi: 127,
+    };
+    let expected = reference::conv(&g, &x, 127, &w, &b, &rq);
+    let mut out = vec![0i8; expected.len()];
+    let d = Depthwise {
+        g: &g,
+        x: &x,
+        zx: 127,
+        w: &w,
+        bias: &b,
+        requant: &rq,
+    };
+    depthwise(&d, &mut out);
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn add_matches_the_reference() {
+    let mut rng = Rng(4);
+    for case in 0..40 {
+        let n = 1 + rng.below(1000);
+        let a = rng.i8s(n);
+        let b = rng.i8s(n);
+        let zero_point = rng.range(-128, 127);
+        let p = AddParams {
+            a_mult: 0.1 + rng.below(100) as f32 / 50.0,
+            a_zero: rng.range(-128, 127),
+            b_mult: 0.1 + rng.below(100) as f32 / 50.0,
+            b_zero: rng.range(-128, 127),
+            zero_point,
+            lo: -128,
+            hi: 127,
+        };
+        let expected = reference::add(&p, &a, &b);
+        let mut out = vec![0i8; n];
+        add(&p, &a, &b, &mut out);
+        assert_eq!(out, expected, "case {case}");
+    }
+}
+
+#[test]
+fn requantisation_rounds_half_to_even_and_saturates() {
+    assert_eq!(requantize(5, 0.5, 0, -128, 127), 2, "2.5 rounds to 2");
+    assert_eq!(requantize(7, 0.5, 0, -128, 127), 4, "3.5 rounds to 4");
+    assert_eq!(requantize(-5, 0.5, 0, -128, 127), -2);
+    assert_eq!(requantize(i32::MAX, 1e9, 10, -128, 127), 127);
+    assert_eq!(requantize(i32::MIN, 1e9, 10, -128, 127), -128);
+    assert_eq!(
+        requantize(-1000, 1.0, -128, -128, 127),
+        -128,
+        "a ReLU clamp at the zero point"
+    );
+}
+
+/// Not a test: kernel timings on EfficientNet-Lite0's own shapes, for whoever tunes them.
+///   cargo test --release -p kestrel-runtime --lib int8::kernels::tests::timings -- --ignored --nocapture
+#[test]
+#[ignore]
+fn timings() {
+    let mut rng = Rng(9);
+    let time = |label: &str, macs: usize, f: &mut dyn FnMut()| {
+        f();
+        let t = std::time::Instant::now();
+        let n = 20;
+        for _ in 0..n {
+            f();
+        }
+        let s = t.elapsed().as_secs_f64() / n as f64;
+        println!("{label:<44} {:>8.3} ms {:>6.1} GMAC/s", s * 1e3, macs as f64 / s / 1e9);
+    };
+    for (c, hw, k, s, pads) in [
+        (96, 112, 3, 2, [0, 0, 1, 1]),
+        (144, 56, 3, 1, [1, 1, 1, 1]),
+        (480, 14, 5, 1, [2, 2, 2, 2]),
+    ] {
+        let g = Geometry {
+            in_channels: c,
+            out_channels: c,
+            groups: c,
+            in_h: hw,
+            in_w: hw,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: s,
+            stride_w: s,
+            pads,
+        };
+        let x = rng.i8s(c * hw * hw);
+        let w = rng.i8s(c * k * k);
+        let b = bias(&mut rng, c);
+        let rq = requant_for(&mut rng, c, k * k);
+        let mut out = vec![0i8; c * g.out_h() * g.out_w()];
+        let macs = c * k * k * g.out_h() * g.out_w();
+        time(&format!("depthwise {c}ch {hw}px k{k} s{s}"), macs, &mut || {
+            let d = Depthwise {
+                g: &g,
+                x: &x,
+                zx: 3,
+                w: &w,
+                bias: &b,
+                requant: &rq,
+            };
+            depthwise(&d, &mut out)
+        });
+    }
+    for (rows, depth, cols) in [
+        (96, 16, 112 * 112),
+        (24, 144, 56 * 56),
+        (240, 40, 28 * 28),
+        (1152, 192, 49),
+        (1280, 320, 49),
+    ] {
+        let w = GemmWeights::new(rng.i8s(rows * depth), rows, depth);
+        let x = rng.i8s(depth * cols);
+        let b = bias(&mut rng, rows);
+        let rq = requant_for(&mut rng, rows, depth);
+        let mut out = vec![0i8; rows * cols];
+        time(
+            &format!("gemm {rows}x{depth} · {depth}x{cols}"),
+            rows * depth * cols,
+            &mut || gemm(&w, &x, cols, &b, &rq, &mut out),
+        );
+        time("  the same, portable path", rows * depth * cols, &mut || {
+            portable::gemm(&w.plain, rows, depth, &x, cols, &b, &rq, &mut out)
+        });
+    }
+}

@@ -1,0 +1,367 @@
+//! The int8 ops as tract sees them. [`lower`](super::lower) writes `KestrelInt8Conv` and
+//! `KestrelInt8Add` nodes into the ONNX graph; [`register`] teaches tract's ONNX parser to build
+//! them. Each parses as an `Expansion` (shape inference in tract's solver) and wires one typed op
+//! that runs our kernels, so tract still loads, checks shapes and plans the whole graph.
+
+use std::sync::Arc;
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{Expansion, expand};
+
+use super::kernels::{self, AddParams, GemmWeights, Geometry, Requant};
+
+pub const CONV: &str = "KestrelInt8Conv";
+pub const ADD: &str = "KestrelInt8Add";
+
+/// Add the int8 ops to an ONNX parser.
+pub fn register(onnx: &mut tract_onnx::Onnx) {
+    onnx.op_register.insert(CONV, conv_node);
+    onnx.op_register.insert(ADD, add_node);
+}
+
+fn int_attr(node: &NodeProto, name: &str) -> TractResult<i32> {
+    let v: i64 = node.get_attr(name)?;
+    i32::try_from(v).with_context(|| format!("{}: attribute {name} out of range", node.name))
+}
+
+fn usize_attrs(node: &NodeProto, name: &str) -> TractResult<Vec<usize>> {
+    let v: Vec<i64> = node.get_attr_vec(name)?;
+    v.into_iter()
+        .map(|d| usize::try_from(d).with_context(|| format!("{}: negative {name}", node.name)))
+        .collect()
+}
+
+fn conv_node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let strides = usize_attrs(node, "strides")?;
+    let pads = usize_attrs(node, "pads")?;
+    ensure!(
+        strides.len() == 2 && pads.len() == 4,
+        "{}: 2-D convolutions only",
+        node.name
+    );
+    Ok((
+        expand(ConvNode {
+            groups: usize::try_from(node.get_attr::<i64>("group")?)?,
+            strides: [strides[0], strides[1]],
+            pads: [pads[0], pads[1], pads[2], pads[3]],
+            x_zero: int_attr(node, "x_zero")?,
+            y_zero: int_attr(node, "y_zero")?,
+            lo: int_attr(node, "lo")?,
+            hi: int_attr(node, "hi")?,
+        }),
+        vec![],
+    ))
+}
+
+fn add_node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((
+        expand(AddNode(AddParams {
+            a_mult: node.get_attr("a_mult")?,
+            a_zero: int_attr(node, "a_zero")?,
+            b_mult: node.get_attr("b_mult")?,
+            b_zero: int_attr(node, "b_zero")?,
+            zero_point: int_attr(node, "y_zero")?,
+            lo: int_attr(node, "lo")?,
+            hi: int_attr(node, "hi")?,
+        })),
+        vec![],
+    ))
+}
+
+/// `KestrelInt8Conv(x: i8 NCHW, w: i8 OIHW, bias: i32, multiplier: f32) -> i8`, dilation 1.
+#[derive(Debug, Clone)]
+struct ConvNode {
+    groups: usize,
+    strides: [usize; 2],
+    /// ONNX order: top, left, bottom, right.
+    pads: [usize; 4],
+    x_zero: i32,
+    y_zero: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl ConvNode {
+    fn out_dim(&self, input: usize, kernel: usize, axis: usize) -> Option<usize> {
+        let padded = input + self.pads[axis] + self.pads[axis + 2];
+        padded.checked_sub(kernel).map(|d| d / self.strides[axis] + 1)
+    }
+}
+
+impl Expansion for ConvNode {
+    fn name(&self) -> StaticName {
+        CONV.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 4)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, i8::datum_type())?;
+        s.equals(&outputs[0].datum_type, i8::datum_type())?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, w| {
+            let concrete = |d: &TDim| d.to_usize().ok();
+            if let (Some(h), Some(wd), Some(kh), Some(kw)) =
+                (concrete(&x[2]), concrete(&x[3]), concrete(&w[2]), concrete(&w[3]))
+                && let (Some(oh), Some(ow)) = (self.out_dim(h, kh, 0), self.out_dim(wd, kw, 1))
+            {
+                s.equals(&outputs[0].shape[2], oh.to_dim())?;
+                s.equals(&outputs[0].shape[3], ow.to_dim())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let konst = |i: usize, what: &str| -> TractResult<Arc<Tensor>> {
+            model
+                .outlet_fact(inputs[i])?
+                .konst
+                .clone()
+                .with_context(|| format!("{prefix}: {what} must be a constant"))
+        };
+        let (w, bias, multiplier) = (konst(1, "weights")?, konst(2, "bias")?, konst(3, "multiplier")?);
+        let x = model.outlet_fact(inputs[0])?.clone();
+        let x_shape = x
+            .shape
+            .as_concrete()
+            .with_context(|| format!("{prefix}: input shape unknown"))?;
+        let w_shape = w.shape();
+        ensure!(
+            x_shape.len() == 4 && w_shape.len() == 4,
+            "{prefix}: 2-D convolutions only"
+        );
+        let geometry = Geometry {
+            in_channels: x_shape[1],
+            out_channels: w_shape[0],
+            groups: self.groups,
+            in_h: x_shape[2],
+            in_w: x_shape[3],
+            kernel_h: w_shape[2],
+            kernel_w: w_shape[3],
+            stride_h: self.strides[0],
+            stride_w: self.strides[1],
+            pads: self.pads,
+        };
+        ensure!(
+            geometry.is_valid() && w_shape[1] * self.groups == geometry.in_channels,
+            "{prefix}: inconsistent convolution {geometry:?}"
+        );
+        let plain = w.try_as_plain_ram()?.as_slice::<i8>()?.to_vec();
+        let bias = bias.cast_to::<i32>()?.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+        let multiplier = multiplier.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        ensure!(
+            bias.len() == geometry.out_channels && multiplier.len() == geometry.out_channels,
+            "{prefix}: bias and multiplier need one value per output channel"
+        );
+        let weights = GemmWeights::new(plain, geometry.out_channels, geometry.taps());
+        let (bias, bias_folded) = safe_biases(&bias, &weights.row_sums(), self.x_zero, geometry.taps());
+        let op = Int8Conv {
+            geometry,
+            x_zero: self.x_zero,
+            weights: Arc::new(weights),
+            bias: Arc::new(bias),
+            bias_folded: Arc::new(bias_folded),
+            requant: Arc::new(Requant {
+                multiplier,
+                zero_point: self.y_zero,
+                lo: self.lo,
+                hi: self.hi,
+            }),
+        };
+        model.wire_node(prefix, op, &[inputs[0]])
+    }
+}
+
+/// The bias as the depthwise kernel adds it (to `Σ w·(x − zx)`, each product within 128·255) and
+/// as the GEMM adds it (`bias − zx·Σw`, to `Σ w·x`, each product within 128·128), each clamped so
+/// that no accumulation can overflow i32. Only a bias already saturated in the file moves: a dead
+/// channel (weights ≈ 0 after batch-norm folding) whose bias in units of a tiny weight scale does
+/// not fit in i32. Its output is saturated either way.
+fn safe_biases(bias: &[i32], row_sums: &[i32], x_zero: i32, taps: usize) -> (Vec<i32>, Vec<i32>) {
+    let limit = |product: i64| i32::MAX as i64 - taps as i64 * product;
+    let clamp = |v: i64, product: i64| v.clamp(-limit(product), limit(product)) as i32;
+    let plain = bias.iter().map(|&b| clamp(b as i64, 128 * 255)).collect();
+    let folded = bias
+        .iter()
+        .zip(row_sums)
+        .map(|(&b, &s)| clamp(b as i64 - x_zero as i64 * s as i64, 128 * 128))
+        .collect();
+    (plain, folded)
+}
+
+/// The typed op running an int8 convolution with our kernels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Conv {
+    pub geometry: Geometry,
+    pub x_zero: i32,
+    weights: Arc<GemmWeights>,
+    bias: Arc<Vec<i32>>,
+    bias_folded: Arc<Vec<i32>>,
+    requant: Arc<Requant>,
+}
+
+// Multipliers are compared bit for bit; no NaN reaches them (the lowering refuses NaN scales).
+impl Eq for Int8Conv {}
+
+impl Int8Conv {
+    /// Which kernel runs this convolution, as plans and profiles show it.
+    pub fn kernel(&self) -> &'static str {
+        if self.geometry.is_depthwise() {
+            "depthwise"
+        } else if self.geometry.is_pointwise() {
+            "pointwise"
+        } else {
+            "im2col"
+        }
+    }
+}
+
+impl Op for Int8Conv {
+    fn name(&self) -> StaticName {
+        format!("{CONV}.{}", self.kernel()).into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}, x_zero {}", self.geometry, self.x_zero)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8Conv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let g = &self.geometry;
+        let x = inputs[0].try_as_plain_ram()?;
+        let x = x.as_slice::<i8>()?;
+        let per_image = g.in_channels * g.in_h * g.in_w;
+        ensure!(
+            per_image > 0 && x.len().is_multiple_of(per_image),
+            "{CONV}: input does not match {g:?}"
+        );
+        let batch = x.len() / per_image;
+        let out_per_image = g.out_channels * g.out_h() * g.out_w();
+        let mut out = vec![0i8; batch * out_per_image];
+        // The pool tract's plan runs under (LoadOptions::threads), so both share the threads.
+        let executor = tract_linalg::multithread::current_tract_executor();
+        let pool = match &executor {
+            tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
+            _ => None,
+        };
+        for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
+            kernels::conv(
+                g,
+                x,
+                self.x_zero,
+                &self.weights,
+                &self.bias,
+                &self.bias_folded,
+                &self.requant,
+                pool,
+                out,
+            );
+        }
+        let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
+        Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for Int8Conv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let g = &self.geometry;
+        let shape = tvec![
+            inputs[0].shape[0].clone(),
+            g.out_channels.to_dim(),
+            g.out_h().to_dim(),
+            g.out_w().to_dim()
+        ];
+        Ok(tvec!(i8::datum_type().fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geometry;
+        let macs = g.out_channels * g.taps() * g.out_h() * g.out_w();
+        Ok(tvec!((Cost::FMA(i8::datum_type()), inputs[0].shape[0].clone() * macs)))
+    }
+
+    as_op!();
+}
+
+/// `KestrelInt8Add(a: i8, b: i8) -> i8`, same shapes.
+#[derive(Debug, Clone)]
+struct AddNode(AddParams);
+
+impl Expansion for AddNode {
+    fn name(&self) -> StaticName {
+        ADD.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        for t in [&inputs[0], &inputs[1], &outputs[0]] {
+            s.equals(&t.datum_type, i8::datum_type())?;
+        }
+        s.equals(&inputs[0].shape, &inputs[1].shape)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, Int8Add(self.0), inputs)
+    }
+}
+
+/// The typed op running a quantised residual add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Add(pub AddParams);
+
+impl Eq for Int8Add {}
+
+impl Op for Int8Add {
+    fn name(&self) -> StaticName {
+        ADD.into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8Add {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs[0].shape() == inputs[1].shape(), "{ADD}: inputs differ in shape");
+        let a = inputs[0].try_as_plain_ram()?;
+        let b = inputs[1].try_as_plain_ram()?;
+        let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
+        let mut out = vec![0i8; a.len()];
+        kernels::add(&self.0, a, b, &mut out);
+        Ok(tvec!(Tensor::from_shape(inputs[0].shape(), &out)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for Int8Add {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].shape == inputs[1].shape, "{ADD}: inputs differ in shape");
+        Ok(tvec!(i8::datum_type().fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
