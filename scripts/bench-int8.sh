@@ -153,9 +153,12 @@ for s in schemes:
     ag = agreement[s]
     agree = "reference" if s == "float32" else "n/a" if ag[0] is None else f"{100 * ag[0]:.1f}% of {ag[1]}"
     label = "float32" if s == "float32" else ag[2]
-    size = t1["file_bytes"] / 1048576 if t1 else 0
+    size = (t1 or o1 or {}).get("file_bytes", 0) / 1048576
+    # onnxruntime-only files (its QOperator form) have no tract row.
+    load = f"{t1['load_ms']:.0f}" if t1 else "n/a"
+    rss = f"{t1['load_rss_mib']:.1f}" if t1 else "n/a"
     md.append(f"| {s} | {label} | {agree} | {size:.1f} | {ms(t1)} | {ratio(f1, t1)} | {ms(t2)} | {ratio(f2, t2)} | "
-              f"{ms(o1)} | {ms(o2)} | {vs_ort} | {t1['load_ms']:.0f} | {t1['load_rss_mib']:.1f} |")
+              f"{ms(o1)} | {ms(o2)} | {vs_ort} | {load} | {rss} |")
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
