@@ -145,7 +145,7 @@ pub fn run(
 /// graph (before kernel selection, so each Conv/Gemm counts its true arithmetic once).
 pub fn model_macs(bundle: &crate::Bundle, path: &Path) -> Result<u64, ClassifierError> {
     let prepare = prepare_error(path);
-    let model = tract_onnx::onnx()
+    let model = crate::int8::onnx()
         .model_for_proto_model(&bundle.proto)
         .and_then(|m| m.with_input_fact(0, f32::fact(bundle.metadata.preprocess.batch_shape(1)).into()))
         .and_then(|m| m.into_typed())
@@ -167,6 +167,7 @@ pub fn model_macs(bundle: &crate::Bundle, path: &Path) -> Result<u64, Classifier
 /// become), p50 of `iterations`: what "as fast as this CPU multiplies" means for the floor.
 pub fn matmul_rate(options: &LoadOptions, iterations: usize) -> Result<f64, ClassifierError> {
     const N: usize = 512;
+    crate::int8::avoid_faulty_tract_kernels();
     let prepare = prepare_error(Path::new("<matmul probe>"));
     let mut model = TypedModel::default();
     let a = model.add_source("a", f32::fact([N, N])).map_err(prepare)?;

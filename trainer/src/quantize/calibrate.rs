@@ -236,7 +236,8 @@ pub fn calibrate(
         .and_then(|g| g.input.first())
         .map(|i| i.name.clone())
         .unwrap_or_default();
-    let plan = tract_onnx::onnx()
+    // Kestrel's parser: the same tract settings as the runtime (see int8::onnx).
+    let plan = kestrel_runtime::int8::onnx()
         .model_for_proto_model(&probe)
         .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
         .and_then(|m| m.into_optimized())
