@@ -226,28 +226,31 @@ impl Classifier {
                     .into_optimized()
             })
         };
-        let mut lowered_proto = bundle.proto.clone();
-        let lowered = if options.int8_kernels {
-            let lowered = int8::lower(&mut lowered_proto);
-            int8::lower::fold_constant_dequantize(&mut lowered_proto);
-            lowered
-        } else {
-            Lowered::default()
-        };
-        let (model, int8) = if lowered_proto != bundle.proto {
-            match optimise(&lowered_proto) {
-                Ok(model) => (model, lowered),
-                Err(e) => {
-                    // The file is valid as tract reads it; only our fast path could not take it.
-                    tracing::warn!(
-                        "{}: int8 kernels unavailable for this graph ({e:#}); running it as tract does",
-                        path.display()
-                    );
-                    (optimise(&bundle.proto).map_err(prepare)?, Lowered::default())
+        // The rewritten graph, when the rewrites found anything to do.
+        let rewritten = options.int8_kernels.then(|| {
+            let mut proto = bundle.proto.clone();
+            let lowered = int8::lower(&mut proto);
+            let folded = int8::lower::fold_constant_dequantize(&mut proto);
+            (proto, lowered, folded)
+        });
+        let (model, int8) = match rewritten {
+            Some((proto, lowered, folded)) if lowered.int8_convs + lowered.int8_adds + folded > 0 => {
+                match optimise(&proto) {
+                    Ok(model) => (model, lowered),
+                    Err(e) => {
+                        // The file is valid as tract reads it; only our fast path could not take it.
+                        tracing::warn!(
+                            "{}: int8 kernels unavailable for this graph ({e:#}); running it as tract does",
+                            path.display()
+                        );
+                        (optimise(&bundle.proto).map_err(prepare)?, Lowered::default())
+                    }
                 }
             }
-        } else {
-            (optimise(&bundle.proto).map_err(prepare)?, lowered)
+            rewritten => (
+                optimise(&bundle.proto).map_err(prepare)?,
+                rewritten.map(|(_, lowered, _)| lowered).unwrap_or_default(),
+            ),
         };
         let output_fact = model.output_fact(0).map_err(prepare)?;
         let outputs = output_fact
@@ -324,14 +327,19 @@ impl Classifier {
 
     /// Logits for one preprocessed image (C·H·W, as [`preprocess`](crate::preprocess) makes it).
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, ClassifierError> {
-        let infer = |e: TractError| ClassifierError::Infer {
-            path: self.path.clone(),
-            message: format!("{e:#}"),
-        };
+        let infer = self.infer_error();
         let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
         let outputs = catch_tract_panic(|| self.plan.run(tvec!(tensor.into()))).map_err(infer)?;
         let logits = outputs[0].to_plain_array_view::<f32>().map_err(infer)?;
         Ok(logits.iter().copied().collect())
+    }
+
+    /// Turns tract's errors while running this model into [`ClassifierError::Infer`].
+    fn infer_error(&self) -> impl Fn(TractError) -> ClassifierError + Copy + '_ {
+        move |e| ClassifierError::Infer {
+            path: self.path.clone(),
+            message: format!("{e:#}"),
+        }
     }
 
     /// Time per op type over `iterations` inferences of `input`: (op name, nodes, total ms per
@@ -340,10 +348,7 @@ impl Classifier {
         use std::collections::HashMap;
         use std::time::Instant;
         use tract_onnx::tract_core::plan::{SimpleState, eval};
-        let infer = |e: TractError| ClassifierError::Infer {
-            path: self.path.clone(),
-            message: format!("{e:#}"),
-        };
+        let infer = self.infer_error();
         let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
         let mut state = SimpleState::new(&self.plan).map_err(infer)?;
         let mut per_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();

@@ -1,9 +1,10 @@
 //! Kestrel's runtime: load a Kestrel model bundle (an ONNX file with its labels, preprocessing and
 //! model card in `metadata_props`) with tract and classify images on a CPU.
 //!
-//! Layers, bottom up: [`atomic`] (file writes), [`preprocess`] (image → tensor, the only copy of
-//! that code in Kestrel), [`bundle`] (the metadata contract), [`decode`] (files → images),
-//! [`int8`] (integer kernels and the QDQ lowering), [`classifier`] (tract).
+//! Layers, bottom up: [`atomic`] (file writes), [`onnx_proto`] (tensors and attributes),
+//! [`preprocess`] (image → tensor, the only copy of that code in Kestrel), [`bundle`] (the
+//! metadata contract), [`decode`] (files → images), [`int8`] (integer kernels and the QDQ
+//! lowering), [`classifier`] (tract).
 
 pub mod atomic;
 pub mod bench;
@@ -12,6 +13,7 @@ pub mod classifier;
 pub mod decode;
 pub mod int8;
 pub mod live;
+pub mod onnx_proto;
 pub mod preprocess;
 mod resample;
 pub mod source;

@@ -61,13 +61,8 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> pb::ValueInfoProto {
 
 /// An f32 tensor, stored as little-endian raw bytes (what every ONNX producer writes).
 pub fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.to_string(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+    let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    kestrel_runtime::onnx_proto::f32_tensor(name, &dims, data)
 }
 
 impl GraphBuilder {

@@ -18,9 +18,9 @@
 use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb;
-use tract_onnx::pb::tensor_proto::DataType;
 
 use super::ops;
+use crate::onnx_proto::{attr, f32_tensor, f32s, float_attr, i8s, i32_tensor, i32s, int_attr, integers, ints_attr};
 
 /// What [`lower`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -31,79 +31,6 @@ pub struct Lowered {
     pub int8_adds: usize,
     /// Convs left as they were (float, or a QDQ form tract simulates in float).
     pub other_convs: usize,
-}
-
-/// A tensor's values from its raw little-endian bytes, or from its typed field.
-fn tensor_le<T, const N: usize>(
-    t: &pb::TensorProto,
-    data_type: DataType,
-    typed: &[T],
-    from_le: fn([u8; N]) -> T,
-) -> Option<Vec<T>>
-where
-    T: Copy,
-{
-    if t.data_type != data_type as i32 {
-        return None;
-    }
-    if !typed.is_empty() {
-        return Some(typed.to_vec());
-    }
-    t.raw_data.len().is_multiple_of(N).then(|| {
-        t.raw_data
-            .chunks_exact(N)
-            .filter_map(|b| b.try_into().ok().map(from_le))
-            .collect()
-    })
-}
-
-fn tensor_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
-    tensor_le(t, DataType::Float, &t.float_data, f32::from_le_bytes)
-}
-
-fn tensor_i8(t: &pb::TensorProto) -> Option<Vec<i8>> {
-    if t.data_type != DataType::Int8 as i32 {
-        return None;
-    }
-    if !t.int32_data.is_empty() {
-        return t.int32_data.iter().map(|&v| i8::try_from(v).ok()).collect();
-    }
-    Some(t.raw_data.iter().map(|&b| b as i8).collect())
-}
-
-fn tensor_i32(t: &pb::TensorProto) -> Option<Vec<i32>> {
-    tensor_le(t, DataType::Int32, &t.int32_data, i32::from_le_bytes)
-}
-
-fn attr<'n>(node: &'n pb::NodeProto, name: &str) -> Option<&'n pb::AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
-
-fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
-
-fn ints_attr(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints,
-        ..Default::default()
-    }
-}
-
-fn float_attr(name: &str, f: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        f,
-        ..Default::default()
-    }
 }
 
 /// `round_half_even(v)` as i32, saturating.
@@ -164,7 +91,7 @@ impl<'g> Graph<'g> {
     }
 
     fn scalar_f32(&self, name: &str) -> Option<f32> {
-        match tensor_f32(self.inits.get(name)?)?.as_slice() {
+        match f32s(self.inits.get(name)?)?.as_slice() {
             [v] => Some(*v),
             _ => None,
         }
@@ -173,7 +100,7 @@ impl<'g> Graph<'g> {
     /// The scale and zero point of a Q/DQ node whose zero point is an int8 initializer.
     fn act_params(&self, q: &pb::NodeProto) -> Option<Act> {
         let scale = self.scalar_f32(q.input.get(1)?)?;
-        let zero = match tensor_i8(self.inits.get(q.input.get(2)?.as_str())?)?.as_slice() {
+        let zero = match i8s(self.inits.get(q.input.get(2)?.as_str())?)?.as_slice() {
             [z] => *z as i32,
             _ => return None,
         };
@@ -195,14 +122,14 @@ impl<'g> Graph<'g> {
     fn dequantized_weights(&self, tensor: &str, channels: usize) -> Option<(&'g pb::TensorProto, Vec<f32>)> {
         let dq = self.produced_by(tensor, "DequantizeLinear")?;
         let w = *self.inits.get(dq.input.first()?.as_str())?;
-        tensor_i8(w)?;
+        i8s(w)?;
         if let Some(z) = dq.input.get(2).filter(|z| !z.is_empty()) {
-            let zeros = tensor_i8(self.inits.get(z.as_str())?)?;
+            let zeros = i8s(self.inits.get(z.as_str())?)?;
             if zeros.iter().any(|&z| z != 0) {
                 return None;
             }
         }
-        let scales = tensor_f32(self.inits.get(dq.input.get(1)?.as_str())?)?;
+        let scales = f32s(self.inits.get(dq.input.get(1)?.as_str())?)?;
         let axis = attr(dq, "axis").map_or(1, |a| a.i);
         let scales = match scales.len() {
             1 => vec![scales[0]; channels],
@@ -219,13 +146,13 @@ impl<'g> Graph<'g> {
             return Some(vec![0; unit.len()]);
         };
         let real: Vec<f64> = if let Some(t) = self.inits.get(tensor.as_str()) {
-            tensor_f32(t)?.into_iter().map(f64::from).collect()
+            f32s(t)?.into_iter().map(f64::from).collect()
         } else {
             let dq = self.produced_by(tensor, "DequantizeLinear")?;
-            let q = tensor_i32(self.inits.get(dq.input.first()?.as_str())?)?;
-            let scales = tensor_f32(self.inits.get(dq.input.get(1)?.as_str())?)?;
+            let q = i32s(self.inits.get(dq.input.first()?.as_str())?)?;
+            let scales = f32s(self.inits.get(dq.input.get(1)?.as_str())?)?;
             let zero = match dq.input.get(2).filter(|z| !z.is_empty()) {
-                Some(z) => tensor_i32(self.inits.get(z.as_str())?)?,
+                Some(z) => i32s(self.inits.get(z.as_str())?)?,
                 None => vec![0],
             };
             q.iter()
@@ -335,21 +262,10 @@ fn match_conv(g: &Graph, at: usize) -> Option<Replacement> {
         ],
         ..Default::default()
     };
+    let dims = [channels as i64];
     let inits = vec![
-        pb::TensorProto {
-            name: bias_name,
-            dims: vec![channels as i64],
-            data_type: DataType::Int32 as i32,
-            raw_data: bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
-            ..Default::default()
-        },
-        pb::TensorProto {
-            name: mult_name,
-            dims: vec![channels as i64],
-            data_type: DataType::Float as i32,
-            raw_data: multiplier.iter().flat_map(|m| m.to_le_bytes()).collect(),
-            ..Default::default()
-        },
+        i32_tensor(&bias_name, &dims, &bias),
+        f32_tensor(&mult_name, &dims, &multiplier),
     ];
     Some(Replacement {
         at,
@@ -438,11 +354,7 @@ pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
         dropped.extend(r.dropped);
         graph.initializer.extend(r.inits);
     }
-    let mut i = 0;
-    graph.node.retain(|_| {
-        i += 1;
-        !dropped.contains(&(i - 1))
-    });
+    drop_nodes(graph, &dropped);
     remove_dead(graph);
     done
 }
@@ -471,24 +383,11 @@ pub fn fold_constant_dequantize(proto: &mut pb::ModelProto) -> usize {
             let (Some(data), Some(scale)) = (get(0), get(1)) else {
                 continue;
             };
-            let values: Option<Vec<f64>> = tensor_i8(data)
-                .map(|v| v.into_iter().map(f64::from).collect())
-                .or_else(|| tensor_i32(data).map(|v| v.into_iter().map(f64::from).collect()))
-                .or_else(|| {
-                    (data.data_type == DataType::Uint8 as i32)
-                        .then(|| data.raw_data.iter().map(|&b| f64::from(b)).collect())
-                });
-            let zero: Option<Vec<f64>> = match get(2) {
+            let zero = match get(2) {
                 None => Some(vec![0.0]),
-                Some(z) => tensor_i8(z)
-                    .map(|v| v.into_iter().map(f64::from).collect())
-                    .or_else(|| tensor_i32(z).map(|v| v.into_iter().map(f64::from).collect()))
-                    .or_else(|| {
-                        (z.data_type == DataType::Uint8 as i32)
-                            .then(|| z.raw_data.iter().map(|&b| f64::from(b)).collect())
-                    }),
+                Some(z) => integers(z),
             };
-            let (Some(values), Some(zero), Some(scale)) = (values, zero, tensor_f32(scale)) else {
+            let (Some(values), Some(zero), Some(scale)) = (integers(data), zero, f32s(scale)) else {
                 continue;
             };
             // Which index along `axis` each element has (per-axis parameters), or 0.
@@ -509,35 +408,31 @@ pub fn fold_constant_dequantize(proto: &mut pb::ModelProto) -> usize {
             if (scale.len() != 1 && scale.len() != along) || (zero.len() != 1 && zero.len() != along) {
                 continue;
             }
-            let out: Vec<u8> = values
+            let out: Vec<f32> = values
                 .iter()
                 .enumerate()
-                .flat_map(|(i, &q)| (((q - param(&zero, i)) * param(&scale, i)) as f32).to_le_bytes())
+                .map(|(i, &q)| ((q - param(&zero, i)) * param(&scale, i)) as f32)
                 .collect();
-            folded.push((
-                i,
-                pb::TensorProto {
-                    name: n.output[0].clone(),
-                    dims: data.dims.clone(),
-                    data_type: DataType::Float as i32,
-                    raw_data: out,
-                    ..Default::default()
-                },
-            ));
+            folded.push((i, f32_tensor(&n.output[0], &data.dims, &out)));
         }
     }
     let count = folded.len();
     let gone: HashSet<usize> = folded.iter().map(|(i, _)| *i).collect();
     graph.initializer.extend(folded.into_iter().map(|(_, t)| t));
-    let mut i = 0;
-    graph.node.retain(|_| {
-        i += 1;
-        !gone.contains(&(i - 1))
-    });
+    drop_nodes(graph, &gone);
     if count > 0 {
         remove_dead(graph);
     }
     count
+}
+
+/// Remove the nodes at these indices, keeping the others in order.
+fn drop_nodes(graph: &mut pb::GraphProto, indices: &HashSet<usize>) {
+    let mut i = 0;
+    graph.node.retain(|_| {
+        i += 1;
+        !indices.contains(&(i - 1))
+    });
 }
 
 /// Drop nodes whose outputs nothing reads (the DequantizeLinear nodes the fused ops replaced),
@@ -564,12 +459,7 @@ fn remove_dead(graph: &mut pb::GraphProto) {
         if dead.is_empty() {
             break;
         }
-        let dead: HashSet<usize> = dead.into_iter().collect();
-        let mut i = 0;
-        graph.node.retain(|_| {
-            i += 1;
-            !dead.contains(&(i - 1))
-        });
+        drop_nodes(graph, &dead.into_iter().collect());
     }
     let read: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
     graph.initializer.retain(|t| read.contains(&t.name));

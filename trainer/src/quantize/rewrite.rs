@@ -22,6 +22,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 
 use super::{QuantizeError, Scheme};
 use crate::onnx_graph::f32_tensor;
+use kestrel_runtime::onnx_proto::{f32s, i8_tensor, int_attr, node, raw_tensor};
 
 /// Affine parameters of one activation tensor, u8 or i8.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,54 +145,6 @@ impl Plan<'_> {
     }
 }
 
-pub fn floats(t: &pb::TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != DataType::Float as i32 {
-        return None;
-    }
-    if !t.float_data.is_empty() {
-        return Some(t.float_data.clone());
-    }
-    if !t.raw_data.len().is_multiple_of(4) {
-        return None;
-    }
-    Some(
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
-}
-
-fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
-    pb::NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        name: output.to_string(),
-        op_type: op.into(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn raw_tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: data_type as i32,
-        raw_data,
-        ..Default::default()
-    }
-}
-
 /// Graph state during the pass: where each tensor is available, float and/or u8.
 struct Pass<'p> {
     ranges: &'p HashMap<String, (f32, f32)>,
@@ -305,7 +258,7 @@ impl Pass<'_> {
     /// The float bias `b` as int32 in the unit `x_scale · w_scale[c]`, behind a per-channel
     /// DequantizeLinear: the bias form ONNX QDQ tools write.
     fn int32_bias(&mut self, b: &pb::TensorProto, x_scale: f32, w_scales: &[f32]) -> Result<String, QuantizeError> {
-        let data = floats(b).ok_or_else(|| QuantizeError::Unsupported {
+        let data = f32s(b).ok_or_else(|| QuantizeError::Unsupported {
             name: b.name.clone(),
             path: self.path.to_path_buf(),
         })?;
@@ -360,19 +313,14 @@ impl Pass<'_> {
         per_channel: bool,
         floor: &[f32],
     ) -> Result<(String, Vec<f32>), QuantizeError> {
-        let data = floats(tensor).ok_or_else(|| QuantizeError::Unsupported {
+        let data = f32s(tensor).ok_or_else(|| QuantizeError::Unsupported {
             name: name.into(),
             path: self.path.to_path_buf(),
         })?;
         let rows = tensor.dims.first().copied().unwrap_or(1).max(1) as usize;
         let (q, scales) = quantize_weights_floored(&data, rows, per_channel, floor);
         let q_name = format!("{name}.int8");
-        self.inits.push(raw_tensor(
-            &q_name,
-            &tensor.dims,
-            DataType::Int8,
-            q.iter().map(|&v| v as u8).collect(),
-        ));
+        self.inits.push(i8_tensor(&q_name, &tensor.dims, &q));
         let scale_dims: &[usize] = if per_channel { &[rows] } else { &[] };
         self.inits
             .push(f32_tensor(&format!("{name}.scale"), scale_dims, &scales));
@@ -522,7 +470,7 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                     format!("{out}.q_zero"),
                 ];
                 if let Some(b) = bias {
-                    let data = floats(b).ok_or_else(|| QuantizeError::Unsupported {
+                    let data = f32s(b).ok_or_else(|| QuantizeError::Unsupported {
                         name: b.name.clone(),
                         path: path.into(),
                     })?;
@@ -559,7 +507,7 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                 // ReLU6 would: no Clip node is written.
                 let x_dq = pass.dequantized_act(&n.input[0])?;
                 let floor: Vec<f32> = bias
-                    .and_then(floats)
+                    .and_then(f32s)
                     .map(|b| b.iter().map(|v| v.abs() / (x.scale * BIAS_LIMIT)).collect())
                     .unwrap_or_default();
                 let w_scales = pass.dequantized_weight(w_name, weight, plan.per_channel, &floor)?;
@@ -639,7 +587,7 @@ fn is_relu6(clip: &pb::NodeProto, inits: &HashMap<&str, &pb::TensorProto>) -> bo
         clip.input
             .get(i)
             .and_then(|n| inits.get(n.as_str()))
-            .and_then(|t| floats(t))
+            .and_then(|t| f32s(t))
             .and_then(|v| v.first().copied())
     };
     value(1) == Some(0.0) && value(2) == Some(6.0)

@@ -2,40 +2,11 @@
 //! computes what tract's own f32 simulation of the same file computes, within a quantisation step.
 
 use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::prelude::*;
 
 use super::*;
-
-fn f32_init(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
-fn i8_init(name: &str, dims: &[i64], data: &[i8]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: DataType::Int8 as i32,
-        raw_data: data.iter().map(|&v| v as u8).collect(),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
-    pb::NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        name: output.into(),
-        op_type: op.into(),
-        attribute,
-        ..Default::default()
-    }
-}
+use crate::onnx_proto::{i8_tensor, node};
 
 fn value(name: &str) -> pb::ValueInfoProto {
     pb::ValueInfoProto {
@@ -108,30 +79,24 @@ fn qdq_model(zero_x: i8, zero_y: i8) -> pb::ModelProto {
             node("DequantizeLinear", &["oq", "so", "zo"], "y", vec![]),
         ],
         initializer: vec![
-            f32_init("sx", &[], &[x_scale]),
-            i8_init("zx", &[], &[zero_x]),
-            i8_init("wq", &[c as i64, 1, 3, 3], &weights),
-            f32_init("sw", &[c as i64], &w_scales),
-            pb::TensorProto {
-                name: "bq".into(),
-                dims: vec![c as i64],
-                data_type: DataType::Int32 as i32,
-                raw_data: bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
-                ..Default::default()
-            },
-            f32_init("sb", &[c as i64], &bias_scales),
-            f32_init("sy", &[], &[0.05]),
-            i8_init("zy", &[], &[zero_y]),
-            f32_init("sa", &[], &[0.07]),
-            i8_init("za", &[], &[-3]),
-            i8_init(
+            f32_tensor("sx", &[], &[x_scale]),
+            i8_tensor("zx", &[], &[zero_x]),
+            i8_tensor("wq", &[c as i64, 1, 3, 3], &weights),
+            f32_tensor("sw", &[c as i64], &w_scales),
+            i32_tensor("bq", &[c as i64], &bias),
+            f32_tensor("sb", &[c as i64], &bias_scales),
+            f32_tensor("sy", &[], &[0.05]),
+            i8_tensor("zy", &[], &[zero_y]),
+            f32_tensor("sa", &[], &[0.07]),
+            i8_tensor("za", &[], &[-3]),
+            i8_tensor(
                 "pq",
                 &[6, c as i64, 1, 1],
                 &(0..6 * c).map(|i| ((i * 53) % 251) as i8).collect::<Vec<_>>(),
             ),
-            f32_init("sp", &[6], &[0.02, 0.01, 0.015, 0.03, 0.005, 0.02]),
-            f32_init("so", &[], &[0.04]),
-            i8_init("zo", &[], &[9]),
+            f32_tensor("sp", &[6], &[0.02, 0.01, 0.015, 0.03, 0.005, 0.02]),
+            f32_tensor("so", &[], &[0.04]),
+            i8_tensor("zo", &[], &[9]),
         ],
         input: vec![f32_input("x", &[1, 4, 7, 9])],
         output: vec![value("y")],
