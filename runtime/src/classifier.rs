@@ -229,12 +229,15 @@ impl Classifier {
         // The rewritten graph, when the rewrites found anything to do.
         let rewritten = options.int8_kernels.then(|| {
             let mut proto = bundle.proto.clone();
-            let lowered = int8::lower(&mut proto);
+            let mut lowered = int8::lower(&mut proto);
             let folded = int8::lower::fold_constant_dequantize(&mut proto);
+            lowered.f32_depthwise = int8::f32_depthwise::lower(&mut proto);
             (proto, lowered, folded)
         });
         let (model, int8) = match rewritten {
-            Some((proto, lowered, folded)) if lowered.int8_convs + lowered.int8_adds + folded > 0 => {
+            Some((proto, lowered, folded))
+                if lowered.int8_convs + lowered.int8_adds + lowered.f32_depthwise + folded > 0 =>
+            {
                 match optimise(&proto) {
                     Ok(model) => (model, lowered),
                     Err(e) => {
@@ -286,14 +289,25 @@ impl Classifier {
     /// One line saying what computes this model on this CPU, for `kestrel info` and benchmarks.
     pub fn kernels(&self) -> String {
         let l = self.int8;
+        let depthwise = format!(
+            "{} f32 depthwise on Kestrel ({})",
+            l.f32_depthwise,
+            int8::kernels::depthwise_f32_paths()[0].0
+        );
         if l.int8_convs + l.int8_adds == 0 {
-            return "tract (float kernels)".into();
+            return match l.f32_depthwise {
+                0 => "tract (float kernels)".into(),
+                _ => format!("tract (float kernels), {depthwise}"),
+            };
         }
-        let rest = if l.other_convs > 0 {
-            format!(", {} convs on tract", l.other_convs)
-        } else {
-            String::new()
-        };
+        let on_tract = l.other_convs.saturating_sub(l.f32_depthwise);
+        let mut rest = String::new();
+        if l.f32_depthwise > 0 {
+            rest += &format!(", {depthwise}");
+        }
+        if on_tract > 0 {
+            rest += &format!(", {on_tract} convs on tract");
+        }
         format!(
             "Kestrel int8: {} convs + {} adds on {}{rest}",
             l.int8_convs,

@@ -615,10 +615,11 @@ fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
         assert_eq!(count("OffsetU8asI8"), integer, "{scheme}: integer convs in {ops:?}");
         assert_eq!(count("Scale"), integer, "{scheme}: requantisations in {ops:?}");
         assert_eq!(
-            count("DepthWiseConv"),
+            count(kestrel_runtime::int8::f32_depthwise::OP),
             float_depthwise,
-            "{scheme}: float depthwise in {ops:?}"
+            "{scheme}: float depthwise on Kestrel's kernel in {ops:?}"
         );
+        assert_eq!(count("DepthWiseConv"), 0, "{scheme}: tract's f32 depthwise in {ops:?}");
         if scheme == Scheme::Qdq {
             assert!(count("QuantizeLinearU8") >= 49, "{scheme}: {ops:?}");
         }
@@ -688,6 +689,43 @@ fn int8_kernels_agree_with_tracts_simulation(int8: &Classifier, bundle: Bundle, 
     assert!(agree * 10 >= n * 9, "top-1 agrees on {agree}/{n}");
     // Measured 0.036 on these photos (this machine, x86-64 AVX2); about twice that as the bound.
     assert!(worst < 0.08, "max |Δlogit| {worst} of the range");
+}
+
+/// Float bundles run their depthwise convolutions on Kestrel's kernel (16 in Lite0, none left on
+/// tract's `DepthWiseConv`), and the logits match tract's own float plan on every photo: same
+/// top-1, max |Δlogit| within f32 rounding of a different summation order.
+#[test]
+fn float_depthwise_runs_on_kestrels_kernel_and_matches_tract() {
+    use kestrel_runtime::int8::f32_depthwise::OP;
+    let path = shipped_imagenet_bundle();
+    let ours = Classifier::load(&path, &LoadOptions::default()).expect("float bundle");
+    let ops = ours.op_names();
+    let count = |name: &str| ops.iter().filter(|o| *o == name).count();
+    assert_eq!((count(OP), count("DepthWiseConv")), (16, 0), "{ops:?}");
+    assert_eq!(ours.int8().f32_depthwise, 16);
+    let options = LoadOptions {
+        int8_kernels: false,
+        ..LoadOptions::default()
+    };
+    let tract = Classifier::load(&path, &options).expect("tract alone");
+    assert_eq!(tract.op_names().iter().filter(|o| *o == OP).count(), 0);
+    let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
+    let (mut worst, mut n) = (0f32, 0);
+    for entry in std::fs::read_dir(&photos).expect("photos").flatten() {
+        let Ok(image) = load_image(&entry.path()) else { continue };
+        let input = preprocess(&image, &ours.metadata().preprocess).expect("preprocess");
+        let (a, b) = (ours.logits(&input).expect("ours"), tract.logits(&input).expect("tract"));
+        let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        worst = worst.max(diff / range);
+        assert_eq!(top1(&a), top1(&b), "{}", entry.path().display());
+        n += 1;
+    }
+    println!("float: Kestrel depthwise vs tract's, {n} photos: max |Δlogit| {worst:.2e} of the logit range");
+    assert!(n >= 10, "{n} photos");
+    // f32 sums in another order: a few ulps per layer through 16 layers. Measured below 1e-5
+    // here; a wrong tap, stride or bias is off by far more than the bound.
+    assert!(worst < 1e-4, "max |Δlogit| {worst} of the range");
 }
 
 /// A model trained in the test, quantised with calibration on its own training split: the

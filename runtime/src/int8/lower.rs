@@ -29,8 +29,11 @@ pub struct Lowered {
     pub int8_convs: usize,
     /// Residual adds now computing in int8.
     pub int8_adds: usize,
-    /// Convs left as they were (float, or a QDQ form tract simulates in float).
+    /// Convs left as they were (float, or a QDQ form tract simulates in float), before float
+    /// depthwise convs moved to Kestrel's kernel.
     pub other_convs: usize,
+    /// Float depthwise convs now on Kestrel's depthwise kernel ([`super::f32_depthwise`]).
+    pub f32_depthwise: usize,
 }
 
 /// `round_half_even(v)` as i32, saturating.

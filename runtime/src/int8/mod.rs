@@ -2,6 +2,7 @@
 //! plan. [`lower`] rewrites the ONNX graph, [`ops`] are the ops tract runs, [`kernels`] the
 //! arithmetic. Nothing here knows about bundles or images.
 
+pub mod f32_depthwise;
 pub mod kernels;
 pub mod lower;
 pub mod ops;

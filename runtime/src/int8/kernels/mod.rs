@@ -24,6 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+mod depthwise;
 pub mod portable;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -114,36 +115,93 @@ impl Geometry {
 
 /// Which implementation runs the kernels on this CPU; `kestrel info` and the benchmarks print it.
 pub fn isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        return "x86-64 AVX2 (vpmaddwd GEMM, f32-exact depthwise)";
+    match GemmPath::best() {
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Vnni => "x86-64 AVX-512 VNNI (vpdpbusd GEMM, f32-exact depthwise)",
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx2 => "x86-64 AVX2 (vpmaddwd GEMM, f32-exact depthwise)",
+        GemmPath::Portable if cfg!(target_arch = "aarch64") => "aarch64 NEON (auto-vectorised)",
+        GemmPath::Portable => "portable (no SIMD detected)",
     }
-    #[cfg(target_arch = "aarch64")]
-    return "aarch64 NEON (auto-vectorised)";
-    #[allow(unreachable_code)]
-    "portable (no SIMD detected)"
 }
 
-/// GEMM weights, packed once at load for the fastest path this CPU has.
+/// The GEMM implementations. [`GemmWeights::new`] takes the fastest this CPU has; the tests run
+/// every one it has against the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPath {
+    /// AVX-512 VNNI `vpdpbusd`: 64 products per instruction.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    /// AVX2 `vpmaddwd`: 16 products per instruction.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl GemmPath {
+    /// Every path this CPU runs, fastest first.
+    pub fn available() -> Vec<GemmPath> {
+        let mut paths = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::vnni_available() {
+                paths.push(GemmPath::Vnni);
+            }
+            if x86::available() {
+                paths.push(GemmPath::Avx2);
+            }
+        }
+        paths.push(GemmPath::Portable);
+        paths
+    }
+
+    pub fn best() -> GemmPath {
+        static BEST: std::sync::OnceLock<GemmPath> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| GemmPath::available()[0])
+    }
+}
+
+/// GEMM weights, packed once at load for one [`GemmPath`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GemmWeights {
     pub rows: usize,
     pub depth: usize,
     /// Row-major `rows × depth`, as in the file.
     pub plain: Vec<i8>,
+    packed: PackedWeights,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PackedWeights {
     #[cfg(target_arch = "x86_64")]
-    pairs: Option<Vec<i32>>,
+    Quads(x86::Quads),
+    #[cfg(target_arch = "x86_64")]
+    Pairs(Vec<i32>),
+    /// The portable path reads `plain`.
+    Plain,
 }
 
 impl GemmWeights {
+    /// Packed for the fastest path this CPU has.
     pub fn new(plain: Vec<i8>, rows: usize, depth: usize) -> Self {
+        Self::for_path(plain, rows, depth, GemmPath::best())
+    }
+
+    /// Packed for `path`, which must be one of [`GemmPath::available`].
+    pub fn for_path(plain: Vec<i8>, rows: usize, depth: usize, path: GemmPath) -> Self {
         debug_assert_eq!(plain.len(), rows * depth);
-        GemmWeights {
+        let packed = match path {
             #[cfg(target_arch = "x86_64")]
-            pairs: x86::available().then(|| x86::pack_weight_pairs(&plain, rows, depth)),
+            GemmPath::Vnni => PackedWeights::Quads(x86::pack_weight_quads(&plain, rows, depth)),
+            #[cfg(target_arch = "x86_64")]
+            GemmPath::Avx2 => PackedWeights::Pairs(x86::pack_weight_pairs(&plain, rows, depth)),
+            GemmPath::Portable => PackedWeights::Plain,
+        };
+        GemmWeights {
             rows,
             depth,
             plain,
+            packed,
         }
     }
 
@@ -159,6 +217,11 @@ impl GemmWeights {
 /// A GEMM's input, packed once for the path that will read it (shared by every thread).
 pub enum PackedInput {
     #[cfg(target_arch = "x86_64")]
+    Quads {
+        data: Vec<u8>,
+        padded: usize,
+    },
+    #[cfg(target_arch = "x86_64")]
     Pairs {
         data: Vec<i32>,
         padded: usize,
@@ -168,12 +231,19 @@ pub enum PackedInput {
 
 /// Pack `x` (`w.depth × cols` i8) for [`gemm_rows`].
 pub fn pack_input(w: &GemmWeights, x: &[i8], cols: usize) -> PackedInput {
-    #[cfg(target_arch = "x86_64")]
-    if w.pairs.is_some() {
-        let (data, padded) = x86::pack_input_pairs(x, w.depth, cols);
-        return PackedInput::Pairs { data, padded };
+    match w.packed {
+        #[cfg(target_arch = "x86_64")]
+        PackedWeights::Quads(_) => {
+            let (data, padded) = x86::pack_input_quads(x, w.depth, cols);
+            PackedInput::Quads { data, padded }
+        }
+        #[cfg(target_arch = "x86_64")]
+        PackedWeights::Pairs(_) => {
+            let (data, padded) = x86::pack_input_pairs(x, w.depth, cols);
+            PackedInput::Pairs { data, padded }
+        }
+        PackedWeights::Plain => PackedInput::I16(portable::pack_i16(x, w.depth, cols)),
     }
-    PackedInput::I16(portable::pack_i16(x, w.depth, cols))
 }
 
 /// Rows `rows` of `out = requant(bias + w · x)` into `out` (those rows only, `rows.len() × cols`).
@@ -187,13 +257,20 @@ pub fn gemm_rows(
     requant: &Requant,
     out: &mut [i8],
 ) {
-    match x {
+    match (&w.packed, x) {
         #[cfg(target_arch = "x86_64")]
-        PackedInput::Pairs { data, padded } => match &w.pairs {
-            Some(pairs) => x86::gemm_rows(pairs, w.depth, rows, data, *padded, cols, bias, requant, out),
-            None => unreachable!("pairs are packed only where the weights were"),
-        },
-        PackedInput::I16(x16) => portable::gemm_rows(&w.plain, w.depth, rows, x16, cols, bias, requant, out),
+        (PackedWeights::Quads(quads), PackedInput::Quads { data, padded }) => {
+            x86::gemm_rows_vnni(quads, rows, data, *padded, cols, bias, requant, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (PackedWeights::Pairs(pairs), PackedInput::Pairs { data, padded }) => {
+            x86::gemm_rows(pairs, w.depth, rows, data, *padded, cols, bias, requant, out)
+        }
+        (PackedWeights::Plain, PackedInput::I16(x16)) => {
+            portable::gemm_rows(&w.plain, w.depth, rows, x16, cols, bias, requant, out)
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("`pack_input` packs the input for these weights' path"),
     }
 }
 
@@ -225,11 +302,80 @@ pub fn depthwise_channels(d: &Depthwise, channels: Range<usize>, out: &mut [i8])
         out.copy_from_slice(&all[channels.start * plane..channels.end * plane]);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        return x86::depthwise_channels(d, channels, out);
+    (depthwise_paths()[0].1)(d, channels, out)
+}
+
+/// A depthwise implementation: channels `channels` of a [`Depthwise`] into `out`.
+pub type DepthwiseFn = fn(&Depthwise, Range<usize>, &mut [i8]);
+
+/// Every depthwise implementation this CPU runs, fastest first, named (the tests run each).
+pub fn depthwise_paths() -> &'static [(&'static str, DepthwiseFn)] {
+    static PATHS: std::sync::OnceLock<Vec<(&'static str, DepthwiseFn)>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut paths: Vec<(&'static str, DepthwiseFn)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::avx512_available() {
+                paths.push(("avx512", x86::depthwise_channels_avx512));
+            }
+            if x86::available() {
+                paths.push(("avx2", x86::depthwise_channels));
+            }
+        }
+        paths.push(("portable", depthwise::int8_channels));
+        paths
+    })
+}
+
+/// One f32 depthwise convolution of a whole `channels × in_h × in_w` image (float models: the
+/// same blocks as the int8 kernel, without the integer steps).
+#[derive(Debug, Clone, Copy)]
+pub struct DepthwiseF32<'a> {
+    pub g: &'a Geometry,
+    pub x: &'a [f32],
+    /// `channels × kernel_h × kernel_w`.
+    pub w: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+/// An f32 depthwise implementation: channels `channels` of a [`DepthwiseF32`] into `out`.
+pub type DepthwiseF32Fn = fn(&DepthwiseF32, Range<usize>, &mut [f32]);
+
+/// Every f32 depthwise implementation this CPU runs, fastest first, named.
+pub fn depthwise_f32_paths() -> &'static [(&'static str, DepthwiseF32Fn)] {
+    static PATHS: std::sync::OnceLock<Vec<(&'static str, DepthwiseF32Fn)>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut paths: Vec<(&'static str, DepthwiseF32Fn)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::avx512_available() {
+                paths.push(("avx512", x86::depthwise_f32_channels_avx512));
+            }
+            if x86::available() {
+                paths.push(("avx2", x86::depthwise_f32_channels));
+            }
+        }
+        paths.push(("portable", depthwise::f32_channels));
+        paths
+    })
+}
+
+/// Every channel of `d` into `out` (`channels × out_h × out_w`), split over `pool`'s threads.
+pub fn depthwise_f32(d: &DepthwiseF32, pool: Option<&rayon::ThreadPool>, out: &mut [f32]) {
+    let run = depthwise_f32_paths()[0].1;
+    let plane = d.g.out_h() * d.g.out_w();
+    match pool {
+        Some(pool) if plane > 0 => {
+            let n = d.g.in_channels.div_ceil(pool.current_num_threads() * 2).max(1);
+            pool.install(|| {
+                out.par_chunks_mut(n * plane).enumerate().for_each(|(i, o)| {
+                    let first = i * n;
+                    run(d, first..first + o.len() / plane, o)
+                })
+            })
+        }
+        _ => run(d, 0..d.g.in_channels, out),
     }
-    portable::depthwise_channels(d, channels, out)
 }
 
 /// Every channel of `d` into `out`.
@@ -279,8 +425,8 @@ pub fn conv(
     out: &mut [i8],
 ) {
     let cols = g.out_h() * g.out_w();
-    // Output channels per task: a few tasks per thread for balance, whole GEMM row tiles.
-    let per_task = |channels: usize, threads: usize| channels.div_ceil(threads * 2).next_multiple_of(4).max(4);
+    // Output channels per task: a few tasks per thread for balance, whole GEMM row tiles (8 rows).
+    let per_task = |channels: usize, threads: usize| channels.div_ceil(threads * 2).next_multiple_of(8).max(8);
     if g.is_depthwise() {
         let d = Depthwise {
             g,
@@ -312,7 +458,7 @@ pub fn conv(
         x
     } else {
         let mut scratch = Vec::new();
-        reference::im2col(g, x, 0, g.in_channels, zx as i8, &mut scratch);
+        portable::im2col(g, x, 0, g.in_channels, zx as i8, &mut scratch);
         im2col = scratch;
         &im2col
     };
@@ -338,7 +484,7 @@ fn grouped(g: &Geometry, x: &[i8], zx: i32, w: &GemmWeights, bias_folded: &[i32]
     let per_group_out = g.out_channels / g.groups;
     let mut scratch = Vec::new();
     for group in 0..g.groups {
-        reference::im2col(g, x, group * per_group_in, per_group_in, zx as i8, &mut scratch);
+        portable::im2col(g, x, group * per_group_in, per_group_in, zx as i8, &mut scratch);
         let rows = group * per_group_out..(group + 1) * per_group_out;
         let depth = w.depth;
         let sub = GemmWeights::new(

@@ -66,39 +66,40 @@ pub fn add_one(p: &AddParams, a: i8, b: i8) -> i8 {
     (v.round_ties_even() as i32 + p.zero_point) as i8
 }
 
-/// im2col for channels `first..first + count` of `x`: a `(count·kh·kw) × (oh·ow)` matrix, taps in
-/// the padding set to `pad` (the input zero point, so they cancel against the folded bias).
-pub fn im2col(g: &Geometry, x: &[i8], first: usize, count: usize, pad: i8, out: &mut Vec<i8>) {
-    let (oh, ow) = (g.out_h(), g.out_w());
-    out.clear();
-    out.resize(count * g.kernel_h * g.kernel_w * oh * ow, pad);
-    let mut row = 0;
-    for c in first..first + count {
-        let plane = &x[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
-        for ky in 0..g.kernel_h {
-            for kx in 0..g.kernel_w {
-                let dst = &mut out[row * oh * ow..(row + 1) * oh * ow];
-                for oy in 0..oh {
-                    let iy = (oy * g.stride_h + ky) as isize - g.pads[0] as isize;
-                    if iy < 0 || iy >= g.in_h as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.in_w..(iy as usize + 1) * g.in_w];
-                    for ox in 0..ow {
-                        let ix = (ox * g.stride_w + kx) as isize - g.pads[1] as isize;
-                        if ix >= 0 && ix < g.in_w as isize {
-                            dst[oy * ow + ox] = src[ix as usize];
-                        }
-                    }
-                }
-                row += 1;
-            }
-        }
-    }
-}
-
 /// Depthwise convolution is a convolution with one channel per group.
 pub fn depthwise(g: &Geometry, x: &[i8], zx: i32, w: &[i8], bias: &[i32], requant: &Requant) -> Vec<i8> {
     debug_assert!(g.is_depthwise());
     conv(g, x, zx, w, bias, requant)
+}
+
+/// f32 depthwise convolution, accumulated in f64: `y[c][oy][ox] = bias[c] + Σ w · x`, taps in the
+/// padding contributing 0. Also returns Σ |w · x| per output, the scale of its rounding error.
+pub fn depthwise_f32(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f64>) {
+    debug_assert!(g.is_depthwise());
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let mut out = vec![0f32; g.out_channels * oh * ow];
+    let mut magnitude = vec![0f64; out.len()];
+    for c in 0..g.out_channels {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut acc, mut mag) = (bias[c] as f64, bias[c].abs() as f64);
+                for ky in 0..g.kernel_h {
+                    for kx in 0..g.kernel_w {
+                        let iy = (oy * g.stride_h + ky) as isize - g.pads[0] as isize;
+                        let ix = (ox * g.stride_w + kx) as isize - g.pads[1] as isize;
+                        if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
+                            continue;
+                        }
+                        let xv = x[(c * g.in_h + iy as usize) * g.in_w + ix as usize] as f64;
+                        let wv = w[(c * g.kernel_h + ky) * g.kernel_w + kx] as f64;
+                        acc += xv * wv;
+                        mag += (xv * wv).abs();
+                    }
+                }
+                out[(c * oh + oy) * ow + ox] = acc as f32;
+                magnitude[(c * oh + oy) * ow + ox] = mag;
+            }
+        }
+    }
+    (out, magnitude)
 }

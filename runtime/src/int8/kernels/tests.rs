@@ -66,13 +66,12 @@ fn gemm_matches_the_reference_on_random_shapes() {
         let b = bias(&mut rng, rows);
         let rq = requant_for(&mut rng, rows, depth);
         let expected = reference::gemm(&w, rows, depth, &x, cols, &b, &rq);
-        let packed = GemmWeights::new(w.clone(), rows, depth);
-        let mut out = vec![0i8; rows * cols];
-        gemm(&packed, &x, cols, &b, &rq, &mut out);
-        assert_eq!(out, expected, "case {case}: {rows}×{depth}·{depth}×{cols} ({})", isa());
-        out.fill(0);
-        portable::gemm(&w, rows, depth, &x, cols, &b, &rq, &mut out);
-        assert_eq!(out, expected, "case {case}: portable");
+        for path in GemmPath::available() {
+            let packed = GemmWeights::for_path(w.clone(), rows, depth, path);
+            let mut out = vec![0i8; rows * cols];
+            gemm(&packed, &x, cols, &b, &rq, &mut out);
+            assert_eq!(out, expected, "case {case}: {rows}×{depth}·{depth}×{cols} ({path:?})");
+        }
     }
 }
 
@@ -112,14 +111,17 @@ fn check_conv(rng: &mut Rng, g: &Geometry, case: usize) {
     let b = bias(rng, g.out_channels);
     let rq = requant_for(rng, g.out_channels, g.taps());
     let expected = reference::conv(g, &x, zx, &w, &b, &rq);
-    let packed = GemmWeights::new(w.clone(), g.out_channels, g.taps());
-    let folded: Vec<i32> = b.iter().zip(packed.row_sums()).map(|(b, s)| b - zx * s).collect();
     let mut out = vec![0i8; expected.len()];
-    conv(g, &x, zx, &packed, &b, &folded, &rq, None, &mut out);
-    assert_eq!(out, expected, "case {case}: {g:?}, zx {zx} ({})", isa());
-    out.fill(0);
-    conv(g, &x, zx, &packed, &b, &folded, &rq, Some(&POOL), &mut out);
-    assert_eq!(out, expected, "case {case}: split over 3 threads, {g:?}");
+    for path in GemmPath::available() {
+        let packed = GemmWeights::for_path(w.clone(), g.out_channels, g.taps(), path);
+        let folded: Vec<i32> = b.iter().zip(packed.row_sums()).map(|(b, s)| b - zx * s).collect();
+        out.fill(0);
+        conv(g, &x, zx, &packed, &b, &folded, &rq, None, &mut out);
+        assert_eq!(out, expected, "case {case}: {g:?}, zx {zx} ({path:?})");
+        out.fill(0);
+        conv(g, &x, zx, &packed, &b, &folded, &rq, Some(&POOL), &mut out);
+        assert_eq!(out, expected, "case {case}: split over 3 threads, {g:?} ({path:?})");
+    }
     if g.is_depthwise() {
         out.fill(0);
         let d = Depthwise {
@@ -130,8 +132,11 @@ fn check_conv(rng: &mut Rng, g: &Geometry, case: usize) {
             bias: &b,
             requant: &rq,
         };
-        portable::depthwise(&d, &mut out);
-        assert_eq!(out, expected, "case {case}: portable depthwise {g:?}");
+        for (name, path) in depthwise_paths() {
+            out.fill(0);
+            path(&d, 0..g.in_channels, &mut out);
+            assert_eq!(out, expected, "case {case}: {name} depthwise {g:?}");
+        }
     }
 }
 
@@ -161,6 +166,45 @@ fn depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
             pads,
         };
         check_conv(&mut rng, &g, 999);
+    }
+}
+
+/// f32 depthwise: every path against the f64 reference, within f32 rounding of the sum's
+/// magnitude (a few ulps of Σ|w·x| for at most 26 terms), with and without a thread pool.
+#[test]
+fn f32_depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
+    let mut rng = Rng(5);
+    let f32s = |rng: &mut Rng, n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next() as i8) as f32 / 37.0).collect() };
+    for case in 0..150 {
+        let g = random_geometry(&mut rng, true);
+        let x = f32s(&mut rng, g.in_channels * g.in_h * g.in_w);
+        let w = f32s(&mut rng, g.out_channels * g.taps());
+        let bias = f32s(&mut rng, g.out_channels);
+        let (expected, magnitude) = reference::depthwise_f32(&g, &x, &w, &bias);
+        let d = DepthwiseF32 {
+            g: &g,
+            x: &x,
+            w: &w,
+            bias: &bias,
+        };
+        let mut out = vec![f32::NAN; expected.len()];
+        let check = |out: &[f32], what: &str| {
+            for (i, ((&o, &e), &m)) in out.iter().zip(&expected).zip(&magnitude).enumerate() {
+                let tolerance = 1e-6 * m + 1e-30;
+                assert!(
+                    (o as f64 - e as f64).abs() <= tolerance,
+                    "case {case}: {what} {g:?}: output {i} is {o}, expected {e} (± {tolerance})"
+                );
+            }
+        };
+        for (name, path) in depthwise_f32_paths() {
+            out.fill(f32::NAN);
+            path(&d, 0..g.in_channels, &mut out);
+            check(&out, name);
+        }
+        out.fill(f32::NAN);
+        depthwise_f32(&d, Some(&POOL), &mut out);
+        check(&out, "split over 3 threads");
     }
 }
 
@@ -265,11 +309,24 @@ fn timings() {
         let s = t.elapsed().as_secs_f64() / n as f64;
         println!("{label:<44} {:>8.3} ms {:>6.1} GMAC/s", s * 1e3, macs as f64 / s / 1e9);
     };
-    for (c, hw, k, s, pads) in [
-        (96, 112, 3, 2, [0, 0, 1, 1]),
-        (144, 56, 3, 1, [1, 1, 1, 1]),
-        (480, 14, 5, 1, [2, 2, 2, 2]),
+    // Every distinct depthwise shape of EfficientNet-Lite0 (TF "SAME" padding).
+    for (c, hw, k, s) in [
+        (32, 112, 3, 1),
+        (96, 112, 3, 2),
+        (144, 56, 3, 1),
+        (144, 56, 5, 2),
+        (240, 28, 5, 1),
+        (240, 28, 3, 2),
+        (480, 14, 3, 1),
+        (480, 14, 5, 1),
+        (672, 14, 5, 1),
+        (672, 14, 5, 2),
+        (1152, 7, 5, 1),
+        (1152, 7, 3, 1),
     ] {
+        // SAME: total padding k − s on even sizes, the odd one at the bottom and right.
+        let (before, after) = ((k - s) / 2, (k - s) - (k - s) / 2);
+        let pads = [before, before, after, after];
         let g = Geometry {
             in_channels: c,
             out_channels: c,
@@ -307,18 +364,18 @@ fn timings() {
         (1152, 192, 49),
         (1280, 320, 49),
     ] {
-        let w = GemmWeights::new(rng.i8s(rows * depth), rows, depth);
+        let plain = rng.i8s(rows * depth);
         let x = rng.i8s(depth * cols);
         let b = bias(&mut rng, rows);
         let rq = requant_for(&mut rng, rows, depth);
         let mut out = vec![0i8; rows * cols];
-        time(
-            &format!("gemm {rows}x{depth} · {depth}x{cols}"),
-            rows * depth * cols,
-            &mut || gemm(&w, &x, cols, &b, &rq, &mut out),
-        );
-        time("  the same, portable path", rows * depth * cols, &mut || {
-            portable::gemm(&w.plain, rows, depth, &x, cols, &b, &rq, &mut out)
-        });
+        for path in GemmPath::available() {
+            let w = GemmWeights::for_path(plain.clone(), rows, depth, path);
+            time(
+                &format!("gemm {rows}x{depth} · {depth}x{cols} {path:?}"),
+                rows * depth * cols,
+                &mut || gemm(&w, &x, cols, &b, &rq, &mut out),
+            );
+        }
     }
 }

@@ -142,7 +142,8 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
             Lowered {
                 int8_convs: 2,
                 int8_adds: 1,
-                other_convs: 0
+                other_convs: 0,
+                f32_depthwise: 0
             }
         );
         let ops: Vec<&str> = lowered
