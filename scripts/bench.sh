@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every benchmark, one command: writes docs/benchmarks.md (and the JSON beside it) from this run.
 #
-#   scripts/bench.sh            # full: inference + frame pipeline (bench-int8.sh), training
-#                               # (bench-train.sh), footprint (below); 50 minutes on 2 cores
+#   scripts/bench.sh            # full: inference + frame pipeline (bench-int8.sh), int8
+#                               # agreement on held-out crops (agreement-int8.sh), training
+#                               # (bench-train.sh), footprint (below); 55 minutes on 2 cores
 #   scripts/bench.sh --quick    # every step with a few iterations, nothing in docs/ changes (CI)
-#   scripts/bench.sh footprint  # one part only: inference, training or footprint
+#   scripts/bench.sh footprint  # one part only: inference, agreement, training or footprint
 #
 # Footprint: stripped release sizes of `kestrel` (x86-64 and the aarch64 Pi build) and of
 # `kestrel-train` (x86-64: it trains on a workstation, not on the Pi), and the cold build time of
@@ -18,11 +19,11 @@ parts=()
 for a in "$@"; do
     case "$a" in
         --quick) quick=1 ;;
-        inference | training | footprint) parts+=("$a") ;;
-        *) echo "usage: scripts/bench.sh [--quick] [inference|training|footprint]..." >&2; exit 2 ;;
+        inference | agreement | training | footprint) parts+=("$a") ;;
+        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|footprint]..." >&2; exit 2 ;;
     esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(inference training footprint)
+[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training footprint)
 q=()
 [ $quick = 1 ] && q=(--quick)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
@@ -31,6 +32,7 @@ for part in "${parts[@]}"; do
     echo "== bench: $part ($(date +%H:%M:%S))" >&2
     case "$part" in
         inference) scripts/bench-int8.sh "${q[@]}" ;;
+        agreement) scripts/agreement-int8.sh "${q[@]}" ;;
         training) scripts/bench-train.sh "${q[@]}" ;;
         footprint)
             work=$(mktemp -d)

@@ -462,6 +462,16 @@ fn corrupted_checkpoints_are_refused_clearly() {
             b[20] ^= 0xff;
             b
         }),
+        // One weight byte, halfway through the model section: lengths and magic stay valid, and
+        // Burn would load the file as a different model; only the checksum can tell.
+        ("weight", {
+            let mut b = bytes.clone();
+            let json_len = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")) as usize;
+            let model_at = 24 + json_len;
+            let model_len = u64::from_le_bytes(b[model_at..model_at + 8].try_into().expect("8 bytes")) as usize;
+            b[model_at + 8 + model_len / 2] ^= 0x01;
+            b
+        }),
     ] {
         let p = dir.path().join(format!("{name}.ckpt"));
         std::fs::write(&p, broken).expect("write");
@@ -470,6 +480,9 @@ fn corrupted_checkpoints_are_refused_clearly() {
             err.contains("is corrupt") && err.contains(&format!("{name}.ckpt")),
             "{name}: {err}"
         );
+        if name == "weight" {
+            assert!(err.contains("checksum mismatch"), "{err}");
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! (Burn's burnpack format), written atomically (temp file + rename) so a killed run never
 //! leaves a half-written checkpoint under the final name.
 //!
-//! Layout: magic, then three length-prefixed (u64 LE) sections: state JSON, model, optimiser.
+//! Layout (v2): magic, three length-prefixed (u64 LE) sections (state JSON, model, optimiser),
+//! then the CRC-32 (LE) of every byte before it. The lengths alone catch a truncated file; the
+//! checksum catches a flipped bit anywhere, a weight included, which would otherwise load as a
+//! silently different model. v1 files (no checksum) still load.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::EfficientNet;
 
-const MAGIC: &[u8; 16] = b"KESTREL-CKPT-v1\n";
+const MAGIC: &[u8; 16] = b"KESTREL-CKPT-v2\n";
+/// Checkpoints written before the checksum: same sections, nothing after them.
+const MAGIC_V1: &[u8; 16] = b"KESTREL-CKPT-v1\n";
 
 /// Which phase of transfer learning a checkpoint belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,12 +111,14 @@ pub fn save(
         Some(o) => o.into_bytes().map_err(|e| ser("optimizer", e.to_string()))?.to_vec(),
         None => Vec::new(),
     };
-    let mut out = Vec::with_capacity(MAGIC.len() + 24 + json.len() + model_bytes.len() + optim_bytes.len());
+    let mut out = Vec::with_capacity(MAGIC.len() + 28 + json.len() + model_bytes.len() + optim_bytes.len());
     out.extend_from_slice(MAGIC);
     for section in [&json[..], &model_bytes[..], &optim_bytes[..]] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
         out.extend_from_slice(section);
     }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     kestrel_runtime::atomic::write_atomic(path, &out).map_err(|source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
@@ -128,9 +135,24 @@ pub fn load(path: &Path, mut template: EfficientNet) -> Result<Checkpoint, Check
         path: path.to_path_buf(),
         what,
     };
-    let rest = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| corrupt("not a Kestrel checkpoint".into()))?;
+    let rest = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
+        let (body, crc) = rest
+            .split_last_chunk::<4>()
+            .ok_or_else(|| corrupt("checksum missing: the file is truncated".into()))?;
+        let stored = u32::from_le_bytes(*crc);
+        let actual = crc32fast::hash(&bytes[..MAGIC.len() + body.len()]);
+        if stored != actual {
+            return Err(corrupt(format!(
+                "checksum mismatch: stored {stored:08x}, content {actual:08x}; the file changed after it was \
+                 written (a flipped bit, a partial copy)"
+            )));
+        }
+        body
+    } else {
+        bytes
+            .strip_prefix(MAGIC_V1.as_slice())
+            .ok_or_else(|| corrupt("not a Kestrel checkpoint".into()))?
+    };
     let mut sections = Vec::new();
     let mut cursor = rest;
     for name in ["state", "model", "optimizer"] {
@@ -144,6 +166,12 @@ pub fn load(path: &Path, mut template: EfficientNet) -> Result<Checkpoint, Check
         let (section, tail) = tail.split_at(len);
         sections.push(section);
         cursor = tail;
+    }
+    if !cursor.is_empty() {
+        return Err(corrupt(format!(
+            "{} unexpected bytes after the last section",
+            cursor.len()
+        )));
     }
     let state: RunState = serde_json::from_slice(sections[0]).map_err(|e| corrupt(format!("state: {e}")))?;
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(sections[1].to_vec())));

@@ -111,7 +111,11 @@ pub fn import(
         std::fs::create_dir_all(&dir).map_err(|e| write_err(e.to_string()))?;
         let data = pixels[i * rows * cols..(i + 1) * rows * cols].to_vec();
         let img = GrayImage::from_raw(cols as u32, rows as u32, data).ok_or_else(|| write_err("size".into()))?;
-        img.save(&path).map_err(|e| write_err(e.to_string()))?;
+        // In memory first, then atomically: an interrupted conversion leaves whole PNGs only.
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| write_err(e.to_string()))?;
+        kestrel_runtime::atomic::write_atomic(&path, png.get_ref()).map_err(|e| write_err(e.to_string()))?;
         written[class] += 1;
     }
     Ok(written)

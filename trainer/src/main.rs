@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kestrel_runtime::atomic::write_atomic;
 use kestrel_runtime::bundle::Bundle;
 use kestrel_trainer::backend::Backend;
 use kestrel_trainer::config::{ClassWeights, FitConfig, Monitor, OptimizerKind, Schedule};
@@ -415,13 +416,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let finding = kestrel_trainer::lr_find::lr_find(&config, start, end, steps, &Progress::auto())?;
             std::fs::create_dir_all(&config.out).with_context(|| format!("creating {}", config.out.display()))?;
             let plot = config.out.join("lr_find.svg");
-            std::fs::write(&plot, kestrel_trainer::lr_find::plot_svg(&finding))
+            write_atomic(&plot, kestrel_trainer::lr_find::plot_svg(&finding).as_bytes())
                 .with_context(|| format!("writing {}", plot.display()))?;
             let csv: String = std::iter::once("lr,loss\n".to_string())
                 .chain(finding.points.iter().map(|p| format!("{:.6e},{:.6}\n", p.lr, p.loss)))
                 .collect();
             let csv_path = config.out.join("lr_find.csv");
-            std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+            write_atomic(&csv_path, csv.as_bytes()).with_context(|| format!("writing {}", csv_path.display()))?;
             println!(
                 "suggested --head-lr {:.1e} (steepest descent; lowest loss at {:.1e}) · plot: {}",
                 finding.suggested,
@@ -521,7 +522,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("confusion changes (int8 − float): {}", shown.join(" · "));
             }
             let report = out.with_extension("quantize.json");
-            std::fs::write(&report, serde_json::to_string_pretty(&outcome)?)
+            write_atomic(&report, serde_json::to_string_pretty(&outcome)?.as_bytes())
                 .with_context(|| format!("writing {}", report.display()))?;
             let Some(chosen) = outcome.chosen() else {
                 eprintln!(

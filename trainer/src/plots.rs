@@ -23,11 +23,17 @@ pub enum PlotError {
     NoFont,
     #[error("drawing {path}: {message}")]
     Draw { path: PathBuf, message: String },
+    #[error("encoding {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
     #[error("writing {path}: {source}")]
     Save {
         path: PathBuf,
         #[source]
-        source: image::ImageError,
+        source: std::io::Error,
     },
 }
 
@@ -72,7 +78,15 @@ fn render(
         path: path.to_path_buf(),
         message: "buffer size".into(),
     })?;
-    img.save(path).map_err(|source| PlotError::Save {
+    // Encoded in memory, then written atomically like every other file of a run: a report
+    // never shows a half-written plot.
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|source| PlotError::Encode {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    kestrel_runtime::atomic::write_atomic(path, png.get_ref()).map_err(|source| PlotError::Save {
         path: path.to_path_buf(),
         source,
     })

@@ -1,6 +1,7 @@
-//! The int8 path: QDQ graphs lowered to integer ops that run Kestrel's own kernels inside tract's
-//! plan. [`lower`] rewrites the ONNX graph, [`ops`] are the ops tract runs, [`kernels`] the
-//! arithmetic. Nothing here knows about bundles or images.
+//! Kestrel's own kernels inside tract's plan. The int8 path: QDQ graphs lowered to integer ops.
+//! [`lower`] rewrites the ONNX graph, [`ops`] are the ops tract runs, [`kernels`] the arithmetic.
+//! Float depthwise convolutions, where tract is slowest, run on the same depthwise kernel
+//! ([`f32_depthwise`]). Nothing here knows about bundles or images.
 
 pub mod f32_depthwise;
 pub mod kernels;

@@ -1,20 +1,26 @@
-//! Integer kernels for the int8 path: a GEMM (pointwise convolutions, and every other convolution
-//! after im2col), a depthwise convolution and a residual add, all on NCHW planes of one image.
+//! Kernels for Kestrel's own ops: an int8 GEMM (pointwise convolutions, and every other
+//! convolution after im2col), depthwise convolutions (int8, and f32 for float models) and an int8
+//! residual add, all on NCHW planes of one image.
 //!
 //! - [`reference`] is the definition: plain loops, no tricks. Every other path must match it bit
-//!   for bit, and the tests check that on random shapes, strides, paddings and zero points.
-//! - [`portable`] is safe Rust written so that LLVM vectorises it. It is the path on aarch64
-//!   (NEON is part of the base ISA there, so it vectorises without any runtime check), and on any
-//!   x86 CPU without AVX2. On x86 with AVX2 the same code is also compiled with AVX2+FMA enabled
-//!   and picked at run time.
-//! - [`x86`] holds the one kernel that needs intrinsics: the GEMM, whose `vpmaddwd` form (pairs
-//!   of i16 products summed into i32) LLVM does not find on its own. It is the only module that
-//!   may use `unsafe`.
+//!   for bit (f32 depthwise: within f32 rounding), and the tests check every path this CPU has
+//!   ([`GemmPath::available`], [`depthwise_paths`], [`depthwise_f32_paths`]) on random shapes,
+//!   strides, paddings and zero points.
+//! - [`portable`] (GEMM, im2col, add) and `depthwise` are safe Rust written so that LLVM
+//!   vectorises it. It is the path on aarch64 (NEON is part of the base ISA there, so it
+//!   vectorises without any runtime check; the depthwise blocks compile to four independent
+//!   `fmla .4s` chains per row), and on any x86 CPU without AVX2.
+//! - `x86` holds what needs intrinsics, picked at run time: the GEMM as AVX-512 VNNI `vpdpbusd`
+//!   (64 products per instruction; 3–5× the AVX2 form here) or AVX2 `vpmaddwd` (LLVM forms
+//!   neither from the plain loop: the portable GEMM measured 6–8× slower than `vpmaddwd`), and
+//!   the depthwise blocks with eight FMA chains, masked loads and stores and in-register
+//!   requantisation. It is the only module that may use `unsafe`.
 //!
 //! Depthwise convolutions compute in f32, exactly: every operand is an integer (|x − zx| ≤ 255,
 //! |w| ≤ 128) and a 5×5 window's sum stays below 25·255·128 < 2²², where f32 is exact (up to 128
 //! taps; larger windows take the reference path). The i32 bias is added after conversion back to
-//! i32. This is bit-identical to int32 accumulation, and vectorises with plain code.
+//! i32. This is bit-identical to int32 accumulation, vectorises with plain code, and lets float
+//! models share the same kernel.
 //!
 //! Requantisation follows onnxruntime's (MLAS) definition, so the int8 file gives the same
 //! numbers in both engines: `y = clamp(round_half_even(acc · m), lo − zy, hi − zy) + zy` with

@@ -1,11 +1,14 @@
-//! x86-64 with AVX2: the GEMM in intrinsics, and the portable depthwise and add compiled again
-//! with AVX2+FMA enabled. Every function here is entered only after [`available`] said yes.
+//! x86-64: the GEMM in intrinsics (AVX-512 VNNI, or AVX2), the depthwise blocks in intrinsics
+//! (AVX-512, or AVX2+FMA) around the shared driver in `depthwise`, and the portable add
+//! compiled again with AVX2+FMA enabled. Every function here is entered only after
+//! [`available`], [`vnni_available`] or [`avx512_available`] said yes.
 //!
 //! Why `unsafe` (the workspace denies it elsewhere): calling a `#[target_feature]` function from
-//! code compiled without that feature is unsafe by definition, and the GEMM needs `vpmaddwd`,
-//! which LLVM does not form from the plain loop: the portable GEMM, as compiled for baseline
-//! x86-64, measured 6–8× slower than this one at depth ≥ 144 and 1.7× at depth 16, in the same
-//! run (`kernels::tests::timings`, Xeon with AVX-512, 2026-11-30).
+//! code compiled without that feature is unsafe by definition, vector loads and stores take raw
+//! pointers, and the forms that make these kernels fast are not what LLVM finds on its own: the
+//! portable GEMM, as compiled for baseline x86-64, measured 6–8× slower than `vpmaddwd` at depth
+//! ≥ 144, and `vpdpbusd` is 3–5× faster again; the depthwise blocks written as plain arrays
+//! compiled to scalar FMAs (`kernels::tests::timings`, Xeon with AVX-512, 2026-11-30).
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
