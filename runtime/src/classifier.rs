@@ -231,12 +231,14 @@ impl Classifier {
             let mut proto = bundle.proto.clone();
             let mut lowered = int8::lower(&mut proto);
             let folded = int8::lower::fold_constant_dequantize(&mut proto);
-            lowered.f32_depthwise = int8::f32_depthwise::lower(&mut proto);
+            let float = int8::f32_conv::lower(&mut proto);
+            (lowered.f32_depthwise, lowered.f32_pointwise) = (float.depthwise, float.pointwise);
             (proto, lowered, folded)
         });
         let (model, int8) = match rewritten {
             Some((proto, lowered, folded))
-                if lowered.int8_convs + lowered.int8_adds + lowered.f32_depthwise + folded > 0 =>
+                if lowered.int8_convs + lowered.int8_adds + lowered.f32_depthwise + lowered.f32_pointwise + folded
+                    > 0 =>
             {
                 match optimise(&proto) {
                     Ok(model) => (model, lowered),
@@ -289,20 +291,23 @@ impl Classifier {
     /// One line saying what computes this model on this CPU, for `kestrel info` and benchmarks.
     pub fn kernels(&self) -> String {
         let l = self.int8;
+        let float = l.f32_depthwise + l.f32_pointwise;
         let depthwise = format!(
-            "{} f32 depthwise on Kestrel ({})",
+            "{float} f32 convs on Kestrel ({} depthwise on {}, {} pointwise{})",
             l.f32_depthwise,
-            int8::kernels::depthwise_f32_paths()[0].0
+            int8::kernels::depthwise_f32_paths()[0].0,
+            l.f32_pointwise,
+            if l.f32_pointwise > 0 { " on AVX-512" } else { "" }
         );
         if l.int8_convs + l.int8_adds == 0 {
-            return match l.f32_depthwise {
+            return match float {
                 0 => "tract (float kernels)".into(),
                 _ => format!("tract (float kernels), {depthwise}"),
             };
         }
-        let on_tract = l.other_convs.saturating_sub(l.f32_depthwise);
+        let on_tract = l.other_convs.saturating_sub(float);
         let mut rest = String::new();
-        if l.f32_depthwise > 0 {
+        if float > 0 {
             rest += &format!(", {depthwise}");
         }
         if on_tract > 0 {

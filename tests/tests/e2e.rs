@@ -628,7 +628,7 @@ fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
         assert_eq!(count("OffsetU8asI8"), integer, "{scheme}: integer convs in {ops:?}");
         assert_eq!(count("Scale"), integer, "{scheme}: requantisations in {ops:?}");
         assert_eq!(
-            count(kestrel_runtime::int8::f32_depthwise::OP),
+            count(&format!("{}.depthwise", kestrel_runtime::int8::f32_conv::OP)),
             float_depthwise,
             "{scheme}: float depthwise on Kestrel's kernel in {ops:?}"
         );
@@ -704,24 +704,35 @@ fn int8_kernels_agree_with_tracts_simulation(int8: &Classifier, bundle: Bundle, 
     assert!(worst < 0.08, "max |Δlogit| {worst} of the range");
 }
 
-/// Float bundles run their depthwise convolutions on Kestrel's kernel (16 in Lite0, none left on
-/// tract's `DepthWiseConv`), and the logits match tract's own float plan on every photo: same
-/// top-1, max |Δlogit| within f32 rounding of a different summation order.
+/// Float bundles run their convolutions on Kestrel's kernels: the 16 depthwise ones everywhere
+/// (none left on tract's `DepthWiseConv`), the 32 pointwise ones where the CPU has AVX-512; and
+/// the logits match tract's own float plan on every photo: same top-1, max |Δlogit| within f32
+/// rounding of a different summation order.
 #[test]
-fn float_depthwise_runs_on_kestrels_kernel_and_matches_tract() {
-    use kestrel_runtime::int8::f32_depthwise::OP;
+fn float_convolutions_run_on_kestrels_kernels_and_match_tract() {
+    use kestrel_runtime::int8::f32_conv::OP;
     let path = shipped_imagenet_bundle();
     let ours = Classifier::load(&path, &LoadOptions::default()).expect("float bundle");
     let ops = ours.op_names();
     let count = |name: &str| ops.iter().filter(|o| *o == name).count();
-    assert_eq!((count(OP), count("DepthWiseConv")), (16, 0), "{ops:?}");
-    assert_eq!(ours.int8().f32_depthwise, 16);
+    let pointwise = if kestrel_runtime::int8::kernels::gemm_f32_available() {
+        32
+    } else {
+        0
+    };
+    assert_eq!(
+        (count(&format!("{OP}.depthwise")), count("DepthWiseConv")),
+        (16, 0),
+        "{ops:?}"
+    );
+    assert_eq!(count(&format!("{OP}.pointwise")), pointwise, "{ops:?}");
+    assert_eq!((ours.int8().f32_depthwise, ours.int8().f32_pointwise), (16, pointwise));
     let options = LoadOptions {
         int8_kernels: false,
         ..LoadOptions::default()
     };
     let tract = Classifier::load(&path, &options).expect("tract alone");
-    assert_eq!(tract.op_names().iter().filter(|o| *o == OP).count(), 0);
+    assert!(tract.op_names().iter().all(|o| !o.starts_with(OP)));
     let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
     let (mut worst, mut n) = (0f32, 0);
     for entry in std::fs::read_dir(&photos).expect("photos").flatten() {
@@ -734,10 +745,10 @@ fn float_depthwise_runs_on_kestrels_kernel_and_matches_tract() {
         assert_eq!(top1(&a), top1(&b), "{}", entry.path().display());
         n += 1;
     }
-    println!("float: Kestrel depthwise vs tract's, {n} photos: max |Δlogit| {worst:.2e} of the logit range");
+    println!("float: Kestrel's convolutions vs tract's, {n} photos: max |Δlogit| {worst:.2e} of the logit range");
     assert!(n >= 10, "{n} photos");
-    // f32 sums in another order: a few ulps per layer through 16 layers. Measured below 1e-5
-    // here; a wrong tap, stride or bias is off by far more than the bound.
+    // f32 sums in another order: a few ulps per layer through 49 layers. Measured below 1e-5
+    // here; a wrong tap, stride, weight or bias is off by far more than the bound.
     assert!(worst < 1e-4, "max |Δlogit| {worst} of the range");
 }
 

@@ -30,10 +30,12 @@ pub struct Lowered {
     /// Residual adds now computing in int8.
     pub int8_adds: usize,
     /// Convs left as they were (float, or a QDQ form tract simulates in float), before float
-    /// depthwise convs moved to Kestrel's kernel.
+    /// convs moved to Kestrel's kernels.
     pub other_convs: usize,
-    /// Float depthwise convs now on Kestrel's depthwise kernel ([`super::f32_depthwise`]).
+    /// Float depthwise convs now on Kestrel's depthwise kernel ([`super::f32_conv`]).
     pub f32_depthwise: usize,
+    /// Float pointwise convs now on Kestrel's f32 GEMM ([`super::f32_conv`]; AVX-512 only).
+    pub f32_pointwise: usize,
 }
 
 /// `round_half_even(v)` as i32, saturating.
@@ -48,7 +50,7 @@ struct Act {
     zero: i32,
 }
 
-struct Graph<'g> {
+pub(super) struct Graph<'g> {
     nodes: &'g [pb::NodeProto],
     inits: HashMap<&'g str, &'g pb::TensorProto>,
     producer: HashMap<&'g str, usize>,
@@ -57,7 +59,7 @@ struct Graph<'g> {
 }
 
 impl<'g> Graph<'g> {
-    fn new(graph: &'g pb::GraphProto) -> Self {
+    pub(super) fn new(graph: &'g pb::GraphProto) -> Self {
         let mut producer = HashMap::new();
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, n) in graph.node.iter().enumerate() {
@@ -83,7 +85,7 @@ impl<'g> Graph<'g> {
     }
 
     /// The single node reading `tensor`, when nothing else (nor the graph's outputs) does.
-    fn only_consumer(&self, tensor: &str) -> Option<usize> {
+    pub(super) fn only_consumer(&self, tensor: &str) -> Option<usize> {
         if self.outputs.contains(tensor) {
             return None;
         }
@@ -172,7 +174,7 @@ impl<'g> Graph<'g> {
 }
 
 /// The real-valued clamp of a Relu or Clip node, `None` for any other node.
-fn activation_bounds(g: &Graph, node: &pb::NodeProto) -> Option<(f32, f32)> {
+pub(super) fn activation_bounds(g: &Graph, node: &pb::NodeProto) -> Option<(f32, f32)> {
     match node.op_type.as_str() {
         "Relu" => Some((0.0, f32::INFINITY)),
         "Clip" => {
@@ -430,7 +432,7 @@ pub fn fold_constant_dequantize(proto: &mut pb::ModelProto) -> usize {
 }
 
 /// Remove the nodes at these indices, keeping the others in order.
-fn drop_nodes(graph: &mut pb::GraphProto, indices: &HashSet<usize>) {
+pub(super) fn drop_nodes(graph: &mut pb::GraphProto, indices: &HashSet<usize>) {
     let mut i = 0;
     graph.node.retain(|_| {
         i += 1;

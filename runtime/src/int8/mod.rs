@@ -1,9 +1,9 @@
 //! Kestrel's own kernels inside tract's plan. The int8 path: QDQ graphs lowered to integer ops.
 //! [`lower`] rewrites the ONNX graph, [`ops`] are the ops tract runs, [`kernels`] the arithmetic.
-//! Float depthwise convolutions, where tract is slowest, run on the same depthwise kernel
-//! ([`f32_depthwise`]). Nothing here knows about bundles or images.
+//! Float depthwise and pointwise convolutions, where tract is slowest, run on Kestrel's kernels
+//! too ([`f32_conv`]). Nothing here knows about bundles or images.
 
-pub mod f32_depthwise;
+pub mod f32_conv;
 pub mod kernels;
 pub mod lower;
 pub mod ops;

@@ -19,8 +19,7 @@ pub const ADD: &str = "KestrelInt8Add";
 pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register.insert(CONV, conv_node);
     onnx.op_register.insert(ADD, add_node);
-    onnx.op_register
-        .insert(super::f32_depthwise::OP, super::f32_depthwise::node);
+    onnx.op_register.insert(super::f32_conv::OP, super::f32_conv::node);
 }
 
 fn int_attr(node: &NodeProto, name: &str) -> TractResult<i32> {

@@ -221,13 +221,13 @@ pub fn epilogue_i8<const L: usize>(
     }
 }
 
-/// f32: bias and store of a block's rows.
+/// f32: bias, clamp (`[lo, hi]`, a folded Relu/Clip) and store of a block's rows.
 #[inline(always)]
-pub fn epilogue_f32<const L: usize>(a: &[[f32; L]; ROWS], b: &Block, bias: f32, out: &mut [f32]) {
+pub fn epilogue_f32<const L: usize>(a: &[[f32; L]; ROWS], b: &Block, bias: f32, (lo, hi): (f32, f32), out: &mut [f32]) {
     for (r, a) in a.iter().enumerate().take(b.rows) {
         let dst = &mut out[r * b.out_stride..r * b.out_stride + b.lanes];
         for (d, &a) in dst.iter_mut().zip(a) {
-            *d = a + bias;
+            *d = (a + bias).max(lo).min(hi);
         }
     }
 }
@@ -280,6 +280,6 @@ pub fn f32_channels(d: &DepthwiseF32, channels: Range<usize>, out: &mut [f32]) {
         out,
         f32_weights(d),
         |l, sw, plane, phases| l.fill(sw, plane, |v| v, phases),
-        |b, c, out| epilogue_f32(&accumulate::<PORTABLE_LANES, FUSED>(b), b, d.bias[c], out),
+        |b, c, out| epilogue_f32(&accumulate::<PORTABLE_LANES, FUSED>(b), b, d.bias[c], d.clamp, out),
     )
 }

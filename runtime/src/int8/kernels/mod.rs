@@ -342,6 +342,8 @@ pub struct DepthwiseF32<'a> {
     /// `channels × kernel_h × kernel_w`.
     pub w: &'a [f32],
     pub bias: &'a [f32],
+    /// Outputs clamped to `[lo, hi]`: a folded Relu/Clip (infinite bounds: none).
+    pub clamp: (f32, f32),
 }
 
 /// An f32 depthwise implementation: channels `channels` of a [`DepthwiseF32`] into `out`.
@@ -481,6 +483,79 @@ pub fn conv(
         }
         None => gemm_rows(w, 0..w.rows, &packed, cols, bias_folded, requant, out),
     }
+}
+
+/// f32 pointwise weights packed for Kestrel's f32 GEMM (AVX-512 only: elsewhere tract's matrix
+/// products are kept, and [`GemmF32::new`] says so with `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmF32 {
+    pub rows: usize,
+    pub depth: usize,
+    packed: Vec<f32>,
+}
+
+impl GemmF32 {
+    /// `w` is `rows × depth`, row-major.
+    pub fn new(w: &[f32], rows: usize, depth: usize) -> Option<Self> {
+        if !gemm_f32_available() || w.len() != rows * depth {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        return Some(GemmF32 {
+            rows,
+            depth,
+            packed: x86::pack_f32_weights(w, rows, depth),
+        });
+        #[allow(unreachable_code)]
+        None
+    }
+}
+
+/// Whether this CPU has Kestrel's f32 GEMM (x86-64 with AVX-512).
+pub fn gemm_f32_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86::avx512_available();
+    #[allow(unreachable_code)]
+    false
+}
+
+/// `out[r][n] = clamp(bias[r] + Σ_k w[r][k] · x[k][n])`, `x` being `depth × cols`, the clamp
+/// `[lo, hi]` a folded Relu/Clip; output rows split over `pool`'s threads in whole tiles.
+pub fn gemm_f32(
+    w: &GemmF32,
+    x: &[f32],
+    cols: usize,
+    bias: &[f32],
+    clamp: (f32, f32),
+    pool: Option<&rayon::ThreadPool>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let run = |rows: Range<usize>, out: &mut [f32]| {
+            x86::gemm_f32_rows(&w.packed, w.depth, rows, x, cols, bias, clamp, out)
+        };
+        match pool {
+            Some(pool) if cols > 0 => {
+                let n = w
+                    .rows
+                    .div_ceil(pool.current_num_threads() * 2)
+                    .next_multiple_of(8)
+                    .max(8);
+                pool.install(|| {
+                    out.par_chunks_mut(n * cols).enumerate().for_each(|(i, o)| {
+                        let first = i * n;
+                        run(first..first + o.len() / cols, o)
+                    })
+                })
+            }
+            _ => run(0..w.rows, out),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "GemmF32 is only built where gemm_f32_available(): {w:?} {x:?} {cols} {bias:?} {clamp:?} {pool:?} {out:?}"
+    )
 }
 
 /// Grouped (not depthwise) convolutions: rare in the models we export; one GEMM per group.

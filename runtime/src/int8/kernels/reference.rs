@@ -103,3 +103,23 @@ pub fn depthwise_f32(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> (Vec<f
     }
     (out, magnitude)
 }
+
+/// f32 matrix product accumulated in f64: `out[r][n] = bias[r] + Σ_k w[r][k] · x[k][n]`, with
+/// Σ |w · x| per output (the scale of its rounding error).
+pub fn gemm_f32(w: &[f32], rows: usize, depth: usize, x: &[f32], cols: usize, bias: &[f32]) -> (Vec<f32>, Vec<f64>) {
+    let mut out = vec![0f32; rows * cols];
+    let mut magnitude = vec![0f64; rows * cols];
+    for r in 0..rows {
+        for n in 0..cols {
+            let (mut acc, mut mag) = (bias[r] as f64, bias[r].abs() as f64);
+            for k in 0..depth {
+                let p = w[r * depth + k] as f64 * x[k * cols + n] as f64;
+                acc += p;
+                mag += p.abs();
+            }
+            out[r * cols + n] = acc as f32;
+            magnitude[r * cols + n] = mag;
+        }
+    }
+    (out, magnitude)
+}

@@ -169,6 +169,11 @@ fn depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
     }
 }
 
+/// No clamp, a ReLU, or a ReLU6-like one: what a folded Relu/Clip gives the f32 kernels.
+fn random_clamp(rng: &mut Rng) -> (f32, f32) {
+    [(f32::NEG_INFINITY, f32::INFINITY), (0.0, f32::INFINITY), (0.0, 0.5)][rng.below(3)]
+}
+
 /// f32 depthwise: every path against the f64 reference, within f32 rounding of the sum's
 /// magnitude (a few ulps of Σ|w·x| for at most 26 terms), with and without a thread pool.
 #[test]
@@ -180,12 +185,17 @@ fn f32_depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
         let x = f32s(&mut rng, g.in_channels * g.in_h * g.in_w);
         let w = f32s(&mut rng, g.out_channels * g.taps());
         let bias = f32s(&mut rng, g.out_channels);
-        let (expected, magnitude) = reference::depthwise_f32(&g, &x, &w, &bias);
+        let clamp = random_clamp(&mut rng);
+        let (mut expected, magnitude) = reference::depthwise_f32(&g, &x, &w, &bias);
+        for e in expected.iter_mut() {
+            *e = e.max(clamp.0).min(clamp.1);
+        }
         let d = DepthwiseF32 {
             g: &g,
             x: &x,
             w: &w,
             bias: &bias,
+            clamp,
         };
         let mut out = vec![f32::NAN; expected.len()];
         let check = |out: &[f32], what: &str| {
@@ -205,6 +215,44 @@ fn f32_depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
         out.fill(f32::NAN);
         depthwise_f32(&d, Some(&POOL), &mut out);
         check(&out, "split over 3 threads");
+    }
+}
+
+/// f32 GEMM (where this CPU has it): against the f64 reference within f32 rounding of the sum's
+/// magnitude, on random shapes (column tails of every width, row counts off the tile), with and
+/// without a thread pool.
+#[test]
+fn f32_gemm_matches_the_reference_on_random_shapes() {
+    if !gemm_f32_available() {
+        return;
+    }
+    let mut rng = Rng(6);
+    let f32s = |rng: &mut Rng, n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next() as i8) as f32 / 29.0).collect() };
+    for case in 0..60 {
+        let rows = 1 + rng.below(37);
+        let depth = 1 + rng.below(70);
+        let cols = 1 + rng.below(300);
+        let w = f32s(&mut rng, rows * depth);
+        let x = f32s(&mut rng, depth * cols);
+        let bias = f32s(&mut rng, rows);
+        let clamp = random_clamp(&mut rng);
+        let (mut expected, magnitude) = reference::gemm_f32(&w, rows, depth, &x, cols, &bias);
+        for e in expected.iter_mut() {
+            *e = e.max(clamp.0).min(clamp.1);
+        }
+        let packed = GemmF32::new(&w, rows, depth).expect("AVX-512");
+        for pool in [None, Some(&*POOL)] {
+            let mut out = vec![f32::NAN; rows * cols];
+            gemm_f32(&packed, &x, cols, &bias, clamp, pool, &mut out);
+            for (i, ((&o, &e), &m)) in out.iter().zip(&expected).zip(&magnitude).enumerate() {
+                let tolerance = 1e-6 * m + 1e-30;
+                assert!(
+                    (o as f64 - e as f64).abs() <= tolerance,
+                    "case {case}: {rows}×{depth}·{depth}×{cols} (pool {}): output {i} is {o}, expected {e}",
+                    pool.is_some()
+                );
+            }
+        }
     }
 }
 
@@ -375,6 +423,17 @@ fn timings() {
                 &format!("gemm {rows}x{depth} · {depth}x{cols} {path:?}"),
                 rows * depth * cols,
                 &mut || gemm(&w, &x, cols, &b, &rq, &mut out),
+            );
+        }
+        let wf: Vec<f32> = plain.iter().map(|&v| v as f32).collect();
+        if let Some(w) = GemmF32::new(&wf, rows, depth) {
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let bf = vec![0.5f32; rows];
+            let mut out = vec![0f32; rows * cols];
+            time(
+                &format!("gemm {rows}x{depth} · {depth}x{cols} f32"),
+                rows * depth * cols,
+                &mut || gemm_f32(&w, &xf, cols, &bf, (0.0, 6.0), None, &mut out),
             );
         }
     }

@@ -194,7 +194,7 @@ fn depthwise_f32_avx2(d: &DepthwiseF32, channels: Range<usize>, out: &mut [f32])
         out,
         dw::f32_weights(d),
         |l, sw, plane, phases| l.fill(sw, plane, |v| v, phases),
-        |b, c, out| dw::epilogue_f32(&to_arrays(accumulate8(b)), b, d.bias[c], out),
+        |b, c, out| dw::epilogue_f32(&to_arrays(accumulate8(b)), b, d.bias[c], d.clamp, out),
     )
 }
 
@@ -253,25 +253,33 @@ fn depthwise_f32_avx512(d: &DepthwiseF32, channels: Range<usize>, out: &mut [f32
     let fill = |l: &PhaseLayout, sw, plane: &[f32], phases: &mut [f32]| l.fill(sw, plane, |v| v, phases);
     if d.g.out_w() <= 8 {
         dw::blocks::<8, f32, f32>(d.g, d.x, channels, out, dw::f32_weights(d), fill, |b, c, out| {
-            store_f32(b, d.bias[c], accumulate8(b).map(|a| _mm512_zextps256_ps512(a)), out)
+            store_f32(
+                b,
+                d.bias[c],
+                d.clamp,
+                accumulate8(b).map(|a| _mm512_zextps256_ps512(a)),
+                out,
+            )
         })
     } else {
         dw::blocks::<16, f32, f32>(d.g, d.x, channels, out, dw::f32_weights(d), fill, |b, c, out| {
-            store_f32(b, d.bias[c], accumulate16(b), out)
+            store_f32(b, d.bias[c], d.clamp, accumulate16(b), out)
         })
     }
 }
 
-/// Bias added, each row's `lanes` values stored with a mask.
+/// Bias added, clamped to `[lo, hi]` (a folded Relu/Clip), each row's `lanes` values stored with
+/// a mask.
 #[target_feature(enable = "avx512f")]
-fn store_f32(b: &dw::Block, bias: f32, acc: [__m512; dw::ROWS], out: &mut [f32]) {
+fn store_f32(b: &dw::Block, bias: f32, (lo, hi): (f32, f32), acc: [__m512; dw::ROWS], out: &mut [f32]) {
     assert!(b.rows == 0 || (b.rows - 1) * b.out_stride + b.lanes <= out.len());
     assert!(b.lanes <= 16);
-    let bias = _mm512_set1_ps(bias);
+    let (bias, lo, hi) = (_mm512_set1_ps(bias), _mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let mask = ((1u32 << b.lanes) - 1) as __mmask16;
     for (r, &a) in acc.iter().enumerate().take(b.rows) {
+        let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(a, bias), lo), hi);
         // SAFETY: row r's `lanes` values are in `out` (asserted); the mask writes no more.
-        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * b.out_stride), mask, _mm512_add_ps(a, bias)) };
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * b.out_stride), mask, v) };
     }
 }
 
@@ -654,6 +662,127 @@ fn tile_vnni<const N: usize>(
             let dst = &mut out[i * cols + start..i * cols + start + n];
             // SAFETY: `dst` holds `n` ≤ 16 bytes and the mask writes only the first `n`.
             unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr(), (1u32 << n).wrapping_sub(1) as u16, bytes) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// f32 GEMM for float pointwise convolutions (NCHW: the input rows are contiguous channel planes,
+// so the input needs no packing): 8 rows × 32 columns of accumulators, one weight broadcast per
+// row and depth step, masked loads and stores at the column tail.
+
+/// Rows per f32 tile.
+const FROWS: usize = 8;
+
+/// Weights as tiles of 8 rows, depth-major inside a tile (`[tile][k][8]`): the 8 broadcasts of a
+/// depth step are adjacent. Rows past `rows` are zero.
+pub fn pack_f32_weights(w: &[f32], rows: usize, depth: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows.div_ceil(FROWS) * depth * FROWS];
+    for (r, row) in w.chunks_exact(depth.max(1)).take(rows).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            out[((r / FROWS) * depth + k) * FROWS + r % FROWS] = v;
+        }
+    }
+    out
+}
+
+/// Rows `rows` (starting at a multiple of 8) of `out = clamp(w · x + bias)` into `out` (those
+/// rows).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_rows(
+    packed: &[f32],
+    depth: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    cols: usize,
+    bias: &[f32],
+    clamp: (f32, f32),
+    out: &mut [f32],
+) {
+    // SAFETY: the packed weights exist only where `avx512_available()` said yes.
+    unsafe { gemm_f32_avx512(packed, depth, rows, x, cols, bias, clamp, out) }
+}
+
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32_avx512(
+    packed: &[f32],
+    depth: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    cols: usize,
+    bias: &[f32],
+    clamp: (f32, f32),
+    out: &mut [f32],
+) {
+    assert!(rows.start.is_multiple_of(FROWS) && rows.end <= bias.len());
+    assert!(packed.len() >= rows.end.div_ceil(FROWS) * depth * FROWS);
+    assert!(x.len() >= depth * cols && out.len() >= rows.len() * cols);
+    let first = rows.start;
+    for r0 in rows.clone().step_by(FROWS) {
+        let m = FROWS.min(rows.end - r0);
+        let w = &packed[(r0 / FROWS) * depth * FROWS..(r0 / FROWS + 1) * depth * FROWS];
+        let mut c0 = 0;
+        while c0 < cols {
+            let o = &mut out[(r0 - first) * cols..];
+            if cols - c0 > 16 {
+                tile_f32::<2>(w, depth, x, cols, c0, &bias[r0..r0 + m], clamp, o);
+                c0 += 32;
+            } else {
+                tile_f32::<1>(w, depth, x, cols, c0, &bias[r0..r0 + m], clamp, o);
+                c0 += 16;
+            }
+        }
+    }
+}
+
+/// Column mask of the `lanes` (≤ 16) first lanes.
+fn lane_mask(lanes: usize) -> __mmask16 {
+    ((1u32 << lanes.min(16)) - 1) as __mmask16
+}
+
+/// 8 rows × 16·N columns from column `c0` (N = 2 only when more than 16 columns remain): the
+/// depth loop in registers, then bias, clamp and masked stores of the `bias.len()` rows that
+/// exist.
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn tile_f32<const N: usize>(
+    w: &[f32],
+    depth: usize,
+    x: &[f32],
+    cols: usize,
+    c0: usize,
+    bias: &[f32],
+    (lo, hi): (f32, f32),
+    out: &mut [f32],
+) {
+    // Every load starts inside `x` (c0 + 16·j < cols) and its mask stops at the row's end.
+    assert!(c0 + 16 * (N - 1) < cols && w.len() >= depth * FROWS && x.len() >= depth * cols);
+    assert!(bias.len() <= FROWS && bias.len() * cols <= out.len());
+    let masks: [__mmask16; N] = std::array::from_fn(|j| lane_mask(cols - c0 - 16 * j));
+    let mut acc = [[_mm512_setzero_ps(); N]; FROWS];
+    for k in 0..depth {
+        // SAFETY: row k of `x` holds `cols` values from k·cols; each load starts before its end
+        // and the mask reads no lane past it.
+        let xs: [__m512; N] =
+            std::array::from_fn(|j| unsafe { _mm512_maskz_loadu_ps(masks[j], x.as_ptr().add(k * cols + c0 + 16 * j)) });
+        let wk = &w[k * FROWS..(k + 1) * FROWS];
+        for (acc, &wv) in acc.iter_mut().zip(wk) {
+            let wv = _mm512_set1_ps(wv);
+            for (a, &xv) in acc.iter_mut().zip(&xs) {
+                *a = _mm512_fmadd_ps(wv, xv, *a);
+            }
+        }
+    }
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    for (i, (acc, &b)) in acc.iter().zip(bias).enumerate() {
+        let b = _mm512_set1_ps(b);
+        for (j, &a) in acc.iter().enumerate() {
+            let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(a, b), lo), hi);
+            // SAFETY: row i of the tile is out[i·cols..][..cols] (asserted); the store starts
+            // inside it and the mask writes no lane past its end.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(i * cols + c0 + 16 * j), masks[j], v) };
         }
     }
 }

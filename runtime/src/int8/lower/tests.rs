@@ -143,7 +143,8 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
                 int8_convs: 2,
                 int8_adds: 1,
                 other_convs: 0,
-                f32_depthwise: 0
+                f32_depthwise: 0,
+                f32_pointwise: 0
             }
         );
         let ops: Vec<&str> = lowered

@@ -1,10 +1,15 @@
-//! Float depthwise convolutions on Kestrel's depthwise kernel ([`kernels::depthwise_f32`]): the
-//! ONNX rewrite and the op tract runs.
+//! Float convolutions on Kestrel's kernels: the ONNX rewrite and the op tract runs.
 //!
-//! tract 0.23.9's f32 depthwise convolution (`DepthWiseConv`) took 37% of EfficientNet-Lite0's
-//! float inference here for under a tenth of its arithmetic (`kestrel bench --profile`), and
-//! every float bundle, the shipped weight-only int8 one included, runs it. The int8 depthwise
-//! kernel already computes in f32, so float models get the same blocks. Like the int8 ops,
+//! - Depthwise ([`kernels::depthwise_f32`]), on every CPU: tract 0.23.9's f32 depthwise
+//!   (`DepthWiseConv`) took 37% of EfficientNet-Lite0's float inference here for under a tenth of
+//!   its arithmetic (`kestrel bench --profile`). The int8 depthwise kernel already computes in
+//!   f32, so float models get the same blocks.
+//! - Pointwise (1×1, [`kernels::gemm_f32`]), where the CPU has AVX-512: tract's matrix products
+//!   plus the packing of their inputs took 14.9 of Lite0's 20.7 ms here, for 0.34 GMAC; in NCHW a
+//!   pointwise convolution reads its input planes as they are, so our GEMM packs only weights,
+//!   once. Elsewhere tract keeps them (no faster kernel of ours is measured there).
+//!
+//! Every float bundle, the shipped weight-only int8 one included, runs them. Like the int8 ops,
 //! the rewrite happens on the ONNX graph and tract still parses, checks and plans everything.
 
 use std::sync::Arc;
@@ -14,58 +19,95 @@ use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{Expansion, expand};
 
-use super::kernels::{self, DepthwiseF32, Geometry};
-use crate::onnx_proto::{attr, f32_tensor, f32s, ints_attr};
+use super::kernels::{self, DepthwiseF32, GemmF32, Geometry};
+use std::collections::HashSet;
 
-pub const OP: &str = "KestrelF32Depthwise";
+use super::lower::{Graph, activation_bounds, drop_nodes};
+use crate::onnx_proto::{attr, f32_tensor, f32s, float_attr, ints_attr};
 
-/// Rewrite every f32 depthwise `Conv` whose weights (and bias) are constants into
-/// `KestrelF32Depthwise`, in place; returns how many. Run after the int8 lowering and after
-/// constant DequantizeLinear nodes are folded, so weight-only files qualify too.
-pub fn lower(proto: &mut pb::ModelProto) -> usize {
-    let Some(graph) = proto.graph.as_mut() else {
-        return 0;
-    };
-    let mut new_inits = Vec::new();
-    let mut count = 0;
-    for i in 0..graph.node.len() {
-        let n = &graph.node[i];
-        if n.op_type != "Conv" || !n.domain.is_empty() {
-            continue;
-        }
-        let Some(replacement) = depthwise(graph, n) else {
-            continue;
-        };
-        let (node, bias) = replacement;
-        new_inits.extend(bias);
-        graph.node[i] = node;
-        count += 1;
-    }
-    graph.initializer.extend(new_inits);
-    count
+pub const OP: &str = "KestrelF32Conv";
+
+/// What [`lower`] rewrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct F32Lowered {
+    pub depthwise: usize,
+    pub pointwise: usize,
 }
 
-/// The replacement node for `conv` when it is a depthwise convolution we compute, and a zero
-/// bias initializer when it has none.
-fn depthwise(graph: &pb::GraphProto, conv: &NodeProto) -> Option<(NodeProto, Option<pb::TensorProto>)> {
+/// Rewrite every f32 depthwise `Conv` (and, where [`kernels::gemm_f32_available`], every f32
+/// pointwise one) whose weights and bias are constants into `KestrelF32Conv`, in place. Run
+/// after the int8 lowering and after constant DequantizeLinear nodes are folded, so weight-only
+/// files qualify too.
+pub fn lower(proto: &mut pb::ModelProto) -> F32Lowered {
+    let Some(graph) = proto.graph.as_mut() else {
+        return F32Lowered::default();
+    };
+    let pointwise = kernels::gemm_f32_available();
+    let mut done = F32Lowered::default();
+    let replacements: Vec<(usize, Replacement)> = {
+        let g = Graph::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == "Conv" && n.domain.is_empty())
+            .filter_map(|(i, n)| Some((i, replacement(graph, &g, n, pointwise)?)))
+            .collect()
+    };
+    let mut dropped = HashSet::new();
+    for (i, r) in replacements {
+        graph.node[i] = r.node;
+        graph.initializer.extend(r.zero_bias);
+        dropped.extend(r.clamp);
+        match r.kind {
+            Kind::Depthwise => done.depthwise += 1,
+            Kind::Pointwise => done.pointwise += 1,
+        }
+    }
+    drop_nodes(graph, &dropped);
+    done
+}
+
+struct Replacement {
+    node: NodeProto,
+    /// A zero bias initializer, when the Conv has no bias.
+    zero_bias: Option<pb::TensorProto>,
+    kind: Kind,
+    /// The Relu or Clip folded into the op (its node is dropped).
+    clamp: Option<usize>,
+}
+
+enum Kind {
+    Depthwise,
+    Pointwise,
+}
+
+/// The replacement for `conv` when it is a convolution we compute: its node (with the Relu or
+/// Clip that alone reads its output folded in as `lo`/`hi`, as tract folds it into its matrix
+/// product's epilogue: a separate clamp op cost 1.5 ms of Lite0's 20 here).
+fn replacement(graph: &pb::GraphProto, g: &Graph, conv: &NodeProto, pointwise: bool) -> Option<Replacement> {
     let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);
     let w = init(conv.input.get(1)?)?;
-    if w.dims.len() != 4 || w.dims[1] != 1 || w.data_type != pb::tensor_proto::DataType::Float as i32 {
+    if w.dims.len() != 4 || w.data_type != pb::tensor_proto::DataType::Float as i32 {
         return None;
     }
     let channels = w.dims[0];
     let group = attr(conv, "group").map_or(1, |a| a.i);
-    if group != channels || channels < 2 {
+    let strides = attr(conv, "strides").map_or(vec![1, 1], |a| a.ints.clone());
+    let pads = attr(conv, "pads").map_or(vec![0; 4], |a| a.ints.clone());
+    let kind = if w.dims[1] == 1 && group == channels && channels >= 2 {
+        Kind::Depthwise
+    } else if pointwise && group == 1 && w.dims[2..] == [1, 1] && strides == [1, 1] && pads == [0; 4] {
+        Kind::Pointwise
+    } else {
         return None;
-    }
+    };
     if attr(conv, "dilations").is_some_and(|a| a.ints.iter().any(|&d| d != 1)) {
         return None;
     }
     if attr(conv, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") {
         return None;
     }
-    let strides = attr(conv, "strides").map_or(vec![1, 1], |a| a.ints.clone());
-    let pads = attr(conv, "pads").map_or(vec![0; 4], |a| a.ints.clone());
     if strides.len() != 2 || pads.len() != 4 || strides.iter().chain(&pads).any(|&v| v < 0) || strides.contains(&0) {
         return None;
     }
@@ -82,16 +124,33 @@ fn depthwise(graph: &pb::GraphProto, conv: &NodeProto) -> Option<(NodeProto, Opt
             (b, Some(t))
         }
     };
+    let clamp = g
+        .only_consumer(conv.output.first()?)
+        .and_then(|c| Some((c, activation_bounds(g, &graph.node[c])?)));
+    let (output, (lo, hi)) = match clamp {
+        Some((c, bounds)) => (graph.node[c].output.clone(), bounds),
+        None => (conv.output.clone(), (f32::NEG_INFINITY, f32::INFINITY)),
+    };
     let node = NodeProto {
         input: vec![conv.input[0].clone(), conv.input[1].clone(), bias_name],
-        output: conv.output.clone(),
+        output,
         name,
         op_type: OP.into(),
         domain: "ai.kestrel".into(),
-        attribute: vec![ints_attr("strides", strides), ints_attr("pads", pads)],
+        attribute: vec![
+            ints_attr("strides", strides),
+            ints_attr("pads", pads),
+            float_attr("lo", lo),
+            float_attr("hi", hi),
+        ],
         ..Default::default()
     };
-    Some((node, zero_bias))
+    Some(Replacement {
+        node,
+        zero_bias,
+        kind,
+        clamp: clamp.map(|(c, _)| c),
+    })
 }
 
 pub fn node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -111,17 +170,21 @@ pub fn node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Inf
         expand(Node {
             strides: [strides[0], strides[1]],
             pads: [pads[0], pads[1], pads[2], pads[3]],
+            clamp: (node.get_attr("lo")?, node.get_attr("hi")?),
         }),
         vec![],
     ))
 }
 
-/// `KestrelF32Depthwise(x: f32 NCHW, w: f32 C×1×kh×kw, bias: f32 C) -> f32`, dilation 1.
+/// `KestrelF32Conv(x: f32 NCHW, w: f32 OIHW, bias: f32 O) -> f32`, dilation 1: depthwise, or
+/// pointwise (1×1, stride 1, no padding, one group).
 #[derive(Debug, Clone)]
 struct Node {
     strides: [usize; 2],
     /// ONNX order: top, left, bottom, right.
     pads: [usize; 4],
+    /// The folded Relu/Clip: outputs are clamped to `[lo, hi]` (infinite: none).
+    clamp: (f32, f32),
 }
 
 impl Node {
@@ -179,13 +242,18 @@ impl Expansion for Node {
             .with_context(|| format!("{prefix}: input shape unknown"))?;
         let w_shape = w.shape();
         ensure!(
-            x_shape.len() == 4 && w_shape.len() == 4 && w_shape[1] == 1,
-            "{prefix}: depthwise 2-D convolutions only"
+            x_shape.len() == 4 && w_shape.len() == 4,
+            "{prefix}: 2-D convolutions only"
         );
+        let groups = if w_shape[1] == 1 && w_shape[0] == x_shape[1] {
+            w_shape[0]
+        } else {
+            1
+        };
         let geometry = Geometry {
             in_channels: x_shape[1],
             out_channels: w_shape[0],
-            groups: w_shape[0],
+            groups,
             in_h: x_shape[2],
             in_w: x_shape[3],
             kernel_h: w_shape[2],
@@ -195,45 +263,76 @@ impl Expansion for Node {
             pads: self.pads,
         };
         ensure!(
-            geometry.is_valid() && geometry.is_depthwise(),
-            "{prefix}: not a depthwise convolution {geometry:?}"
+            geometry.is_valid() && w_shape[1] * geometry.groups == geometry.in_channels,
+            "{prefix}: inconsistent convolution {geometry:?}"
         );
         let w = w.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         ensure!(bias.len() == geometry.out_channels, "{prefix}: one bias per channel");
-        let op = F32Depthwise {
+        let weights = if geometry.is_depthwise() {
+            Weights::Depthwise(w)
+        } else if geometry.is_pointwise() {
+            let rows = geometry.out_channels;
+            Weights::Pointwise(
+                GemmF32::new(&w, rows, geometry.in_channels)
+                    .with_context(|| format!("{prefix}: no f32 GEMM of ours on this CPU"))?,
+            )
+        } else {
+            bail!("{prefix}: neither depthwise nor pointwise: {geometry:?}");
+        };
+        let op = F32Conv {
             geometry,
-            w: Arc::new(w),
+            weights: Arc::new(weights),
             bias: Arc::new(bias),
+            clamp: self.clamp,
         };
         model.wire_node(prefix, op, &[inputs[0]])
     }
 }
 
-/// The typed op running a float depthwise convolution with Kestrel's kernel.
+/// A float convolution's weights, as its kernel reads them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct F32Depthwise {
+enum Weights {
+    /// `channels × kh × kw`, as in the file.
+    Depthwise(Vec<f32>),
+    Pointwise(GemmF32),
+}
+
+/// The typed op running a float convolution with Kestrel's kernels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Conv {
     pub geometry: Geometry,
-    w: Arc<Vec<f32>>,
+    weights: Arc<Weights>,
     bias: Arc<Vec<f32>>,
+    clamp: (f32, f32),
 }
 
 // Weights are compared bit for bit (NaN weights would make two identical ops unequal: harmless).
-impl Eq for F32Depthwise {}
+impl Eq for F32Conv {}
 
-impl Op for F32Depthwise {
+impl F32Conv {
+    /// Which kernel runs this convolution, as plans and profiles show it.
+    pub fn kernel(&self) -> &'static str {
+        match *self.weights {
+            Weights::Depthwise(_) => "depthwise",
+            Weights::Pointwise(_) => "pointwise",
+        }
+    }
+}
+
+impl Op for F32Conv {
     fn name(&self) -> StaticName {
-        OP.into()
+        format!("{OP}.{}", self.kernel()).into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.geometry)])
+        Ok(vec![format!("{:?}, clamp {:?}", self.geometry, self.clamp)])
     }
 
     op_as_typed_op!();
 }
 
-impl EvalOp for F32Depthwise {
+impl EvalOp for F32Conv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -254,20 +353,26 @@ impl EvalOp for F32Depthwise {
             _ => None,
         };
         for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
-            let d = DepthwiseF32 {
-                g,
-                x,
-                w: &self.w,
-                bias: &self.bias,
-            };
-            kernels::depthwise_f32(&d, pool, out);
+            match &*self.weights {
+                Weights::Depthwise(w) => {
+                    let d = DepthwiseF32 {
+                        g,
+                        x,
+                        w,
+                        bias: &self.bias,
+                        clamp: self.clamp,
+                    };
+                    kernels::depthwise_f32(&d, pool, out)
+                }
+                Weights::Pointwise(w) => kernels::gemm_f32(w, x, g.in_h * g.in_w, &self.bias, self.clamp, pool, out),
+            }
         }
         let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
         Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
     }
 }
 
-impl TypedOp for F32Depthwise {
+impl TypedOp for F32Conv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let g = &self.geometry;
         let shape = tvec![
