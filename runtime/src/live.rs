@@ -323,9 +323,11 @@ fn read_source(spec: SourceSpec, options: OpenOptions, reconnect: bool, mailbox:
 }
 
 /// Saves uncertain frames: the original JPEG bytes when the frame was JPEG, else a re-encode,
-/// plus a JSON sidecar with the top-k.
-fn save_frame(dir: &Path, frame: &Frame, report: &FrameReport, source: &str) -> Result<PathBuf, String> {
-    let stem = format!("frame-{:08}", frame.index);
+/// plus a JSON sidecar with the top-k. Named `frame-<run>-<index>`, `run` being the run's start
+/// in Unix milliseconds: a second run into the same folder overwrites nothing, and the trainer
+/// keeps one run's frames (near-duplicates) on one side of its split.
+fn save_frame(dir: &Path, run: u128, frame: &Frame, report: &FrameReport, source: &str) -> Result<PathBuf, String> {
+    let stem = format!("frame-{run}-{:08}", frame.index);
     let jpeg = dir.join(format!("{stem}.jpg"));
     let bytes = match &frame.payload {
         Payload::Encoded(b) if b.starts_with(&[0xFF, 0xD8]) => b.clone(),
@@ -429,6 +431,9 @@ pub fn run(
     let mut history: VecDeque<Vec<f32>> = VecDeque::new();
     let mut last_label: Option<Option<String>> = None;
     let mut last_save: Option<Instant> = None;
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let mut last_progress = Instant::now();
     // Frames taken from the source thread; `summary.frames` adds those dropped as stale.
     let mut consumed = 0u64;
@@ -591,7 +596,7 @@ pub fn run(
             && last_save.is_none_or(|t| t.elapsed() >= s.min_interval)
         {
             last_save = Some(Instant::now());
-            match save_frame(&s.dir, &frame, &report, &summary.source) {
+            match save_frame(&s.dir, run_id, &frame, &report, &summary.source) {
                 Ok(path) => {
                     summary.saved += 1;
                     report.saved = Some(path);

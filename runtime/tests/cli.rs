@@ -446,27 +446,43 @@ fn run_saves_uncertain_frames_with_their_top_k() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(
-        files,
-        [
-            "frame-00000000.jpg",
-            "frame-00000000.json",
-            "frame-00000001.jpg",
-            "frame-00000001.json",
-            "frame-00000002.jpg",
-            "frame-00000002.json"
-        ]
-    );
+    // frame-<run>-<index>: one run id for the whole run.
+    let run = files[0]
+        .strip_prefix("frame-")
+        .and_then(|f| f.split('-').next())
+        .expect("frame-<run>-…")
+        .to_string();
+    assert!(run.parse::<u128>().is_ok(), "{files:?}");
+    let expected: Vec<String> = (0..3)
+        .flat_map(|i| ["jpg", "json"].map(|ext| format!("frame-{run}-{i:08}.{ext}")))
+        .collect();
+    assert_eq!(files, expected);
     let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(review.join("frame-00000001.json")).expect("json")).expect("valid");
+        serde_json::from_slice(&std::fs::read(review.join(format!("frame-{run}-00000001.json"))).expect("json"))
+            .expect("valid");
     assert_eq!(sidecar["frame"], 1);
     assert_eq!(sidecar["top"].as_array().expect("top-k").len(), 3);
-    let img = image::open(review.join("frame-00000002.jpg")).expect("saved frame decodes");
+    let img = image::open(review.join(format!("frame-{run}-00000002.jpg"))).expect("saved frame decodes");
     assert_eq!((img.width(), img.height()), (160, 120));
     // --on-change with a threshold no synthetic frame reaches: one "(uncertain)" line only.
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("(uncertain)"));
     assert!(stderr(&out).contains("saved 3"), "{}", stderr(&out));
+    // A second run into the same folder adds its frames beside the first run's, overwriting none.
+    let again = kestrel(&[
+        "run",
+        "--source",
+        "synthetic:160x120:3",
+        "--save-uncertain",
+        review.to_str().expect("utf-8"),
+        "--below",
+        "1.01",
+        "--save-interval",
+        "0",
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let after = std::fs::read_dir(&review).expect("review dir").count();
+    assert_eq!(after, 12, "the second run must keep the first run's 6 files");
 }
 
 #[test]

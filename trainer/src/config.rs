@@ -101,6 +101,10 @@ pub struct FitConfig {
     /// (0 folds = off). `kestrel-train fit --folds K` runs every fold.
     pub folds: usize,
     pub fold: usize,
+    /// Keep files whose names share a key on one side of the split: a regex on the file name,
+    /// its first capture group (or whole match) being the key, e.g. `^(.+)_\d+\.jpg$` for
+    /// `scene_001.jpg`. Unset: frames saved by `kestrel run --save-uncertain` group by run.
+    pub group_by: Option<String>,
 
     /// Phase 1: epochs training only the new head on the frozen backbone (0 skips it).
     pub head_epochs: usize,
@@ -151,6 +155,7 @@ impl Default for FitConfig {
             val_fraction: 0.1,
             folds: 0,
             fold: 0,
+            group_by: None,
             head_epochs: 30,
             head_lr: 1e-3,
             feature_views: 2,
@@ -212,6 +217,11 @@ impl FitConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The compiled `group_by` pattern (`None` when unset).
+    pub fn group_regex(&self) -> Result<Option<regex::Regex>, regex::Error> {
+        self.group_by.as_deref().map(regex::Regex::new).transpose()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.data.as_os_str().is_empty() {
@@ -234,6 +244,9 @@ impl FitConfig {
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad("val_fraction must be in [0, 1)");
+        }
+        if let Err(e) = self.group_regex() {
+            return Err(ConfigError::Invalid(format!("group_by is not a valid regex: {e}")));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1)");

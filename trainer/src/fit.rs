@@ -237,6 +237,9 @@ pub fn prepare(config: &FitConfig) -> Result<Prepared, FitError> {
             val_fraction: config.val_fraction,
             seed: config.seed,
             fold: (config.folds > 1).then_some((config.folds, config.fold)),
+            group_by: config
+                .group_regex()
+                .map_err(|e| FitError::Config(crate::config::ConfigError::Invalid(format!("group_by: {e}"))))?,
         },
     )?;
     tracing::info!(

@@ -215,9 +215,15 @@ struct FitArgs {
     /// Validation share when DATA is not pre-split.
     #[arg(long)]
     val_fraction: Option<f64>,
-    /// K-fold cross-validation: K full runs (out/fold-0 …), reported as mean ± std.
+    /// K-fold cross-validation: K full runs (out/fold-0 …), reported as mean ± std. Refused on a
+    /// folder that is already split into train/ and val/.
     #[arg(long)]
     folds: Option<usize>,
+    /// Keep near-duplicates on one side of the split: files whose names give the same key (the
+    /// regex's first capture group, or its whole match) go together, e.g. `^(.+)_\d+\.jpg$`
+    /// for `scene_001.jpg`. Default: frames saved by `kestrel run --save-uncertain` group by run.
+    #[arg(long, value_name = "REGEX")]
+    group_by: Option<String>,
     /// Phase 1 epochs (head only, frozen backbone); 0 skips the phase.
     #[arg(long)]
     head_epochs: Option<usize>,
@@ -309,6 +315,9 @@ impl FitArgs {
         );
         set!(schedule, class_weights, grad_clip, monitor, workers, folds);
         set!(int8_scheme, int8_max_drop, max_pixels);
+        if let Some(g) = &self.group_by {
+            c.group_by = Some(g.clone());
+        }
         if let Some(p) = self.patience {
             c.early_stopping_patience = p;
         }
@@ -377,15 +386,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let run = RunDir(config.out.clone());
             let fitted = fit::fit(&config, args.resume, &Progress::auto())?;
-            let (eval, parity) = report::finish(&run, &fitted, assets::LITE0_WEIGHTS_SOURCE)?;
+            let finished = report::finish(&run, &fitted, assets::LITE0_WEIGHTS_SOURCE)?;
+            let eval = &finished.validation;
             println!(
-                "{} · val top-1 {:.1}% · top-{} {:.1}% ({} images, runtime) · Burn↔tract max |Δlogit| {parity:.1e}",
+                "{} · val top-1 {:.1}% · top-{} {:.1}% ({} images, runtime) · Burn↔tract max |Δlogit| {:.1e}",
                 run.model().display(),
                 100.0 * eval.top1,
                 eval.k,
                 100.0 * eval.topk,
-                eval.images
+                eval.images,
+                finished.parity
             );
+            if let Some(t) = &finished.test {
+                println!(
+                    "test split (held out, evaluated once): top-1 {:.1}% · top-{} {:.1}% ({} images)",
+                    100.0 * t.top1,
+                    t.k,
+                    100.0 * t.topk,
+                    t.images
+                );
+            }
             let (int8, outcome) = report::quantize(&run, &fitted, &config)?;
             match outcome.chosen() {
                 Some(a) => println!(

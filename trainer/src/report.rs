@@ -36,17 +36,31 @@ pub struct Report<'a> {
     pub classes: &'a [String],
     pub train_images: usize,
     pub val_images: usize,
+    /// How train and validation were split (grouping of near-duplicates included).
+    pub split: String,
     /// Burn ↔ tract max |Δlogit| of the exported graph.
     pub export_parity: f32,
-    /// Evaluation of the exported bundle in the runtime.
+    /// Evaluation of the exported bundle in the runtime, on the validation split (which also
+    /// chose the best epoch).
     pub evaluation: &'a Evaluation,
+    /// The `test/` split of a pre-split folder, evaluated once, at the end, with the weights
+    /// validation chose: the number to quote. Absent without a `test/` folder.
+    pub test: Option<&'a Evaluation>,
     pub history: &'a [EpochRow],
     pub skipped: &'a [Skipped],
 }
 
+/// What [`finish`] measured on the exported bundle, in the runtime.
+pub struct Finished {
+    pub validation: Evaluation,
+    /// The `test/` split, when the data folder has one.
+    pub test: Option<Evaluation>,
+    /// Burn ↔ tract max |Δlogit|.
+    pub parity: f32,
+}
+
 /// Export `fitted` into the run folder, evaluate it in the runtime and write the report files.
-/// Returns the runtime evaluation and the export parity.
-pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(Evaluation, f32), ReportError> {
+pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<Finished, ReportError> {
     let spec = &fitted.data.spec;
     let classes = &fitted.data.dataset.classes;
     let mut metadata = Metadata {
@@ -60,10 +74,11 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
             precision: "float32".into(),
             tool: format!("kestrel-train {}", kestrel_runtime::VERSION),
             notes: Some(format!(
-                "trained on {} ({} train / {} val images)",
+                "trained on {} ({} train / {} val images; {})",
                 fitted.data.dataset.root.display(),
                 fitted.data.dataset.train.len(),
-                fitted.data.dataset.val.len()
+                fitted.data.dataset.val.len(),
+                fitted.data.dataset.split_summary()
             )),
         },
     };
@@ -79,10 +94,16 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
     )?;
 
     let evaluation = evaluate_in_runtime(&model_path, fitted)?;
+    let test = evaluate_test_split(&model_path, fitted)?;
     let card_metrics = &mut metadata.model_card.metrics;
     card_metrics.insert("val_top1".into(), evaluation.top1);
     card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
     card_metrics.insert("val_images".into(), evaluation.images as f64);
+    if let Some(t) = &test {
+        card_metrics.insert("test_top1".into(), t.top1);
+        card_metrics.insert(format!("test_top{}", t.k), t.topk);
+        card_metrics.insert("test_images".into(), t.images as f64);
+    }
     let bundle = Bundle::read(&model_path)?;
     Bundle::write(bundle.proto, &metadata, &model_path)?;
 
@@ -91,28 +112,51 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<(E
         classes,
         train_images: fitted.data.dataset.train.len(),
         val_images: fitted.data.val.len(),
+        split: fitted.data.dataset.split_summary(),
         export_parity: parity,
         evaluation: &evaluation,
+        test: test.as_ref(),
         history: &fitted.history,
         skipped: &fitted.data.skipped,
     };
     write_files(&run.0, &report)?;
-    Ok((evaluation, parity))
+    Ok(Finished {
+        validation: evaluation,
+        test,
+        parity,
+    })
 }
 
 /// The validation split through the runtime and the bundle at `model` (the deployment path).
 pub fn evaluate_in_runtime(model: &Path, fitted: &Fitted) -> Result<Evaluation, ReportError> {
+    evaluate_set(model, &fitted.data.val, fitted)
+}
+
+/// The `test/` split, when the folder has one: decoded only now, at the end, and run once
+/// through the runtime, so nothing during training could have looked at it.
+fn evaluate_test_split(model: &Path, fitted: &Fitted) -> Result<Option<Evaluation>, ReportError> {
+    let test = &fitted.data.dataset.test;
+    if test.is_empty() {
+        return Ok(None);
+    }
+    let set = crate::images::preprocess_for_eval(test, &fitted.data.spec, kestrel_runtime::decode::DEFAULT_MAX_PIXELS);
+    for s in &set.skipped {
+        tracing::warn!("test split: skipped {}: {}", s.path.display(), s.reason);
+    }
+    if set.is_empty() {
+        return Ok(None);
+    }
+    evaluate_set(model, &set, fitted).map(Some)
+}
+
+fn evaluate_set(model: &Path, set: &crate::images::TensorSet, fitted: &Fitted) -> Result<Evaluation, ReportError> {
     let classifier = Classifier::load(model, &LoadOptions::default())?;
     let len = fitted.data.spec.tensor_len();
-    let mut logits = Vec::with_capacity(fitted.data.val.len() * fitted.data.dataset.classes.len());
-    for image in fitted.data.val.data.chunks(len) {
+    let mut logits = Vec::with_capacity(set.len() * fitted.data.dataset.classes.len());
+    for image in set.data.chunks(len) {
         logits.extend(classifier.logits(image)?);
     }
-    Ok(metrics::evaluate(
-        &logits,
-        &fitted.data.val.labels,
-        &fitted.data.dataset.classes,
-    ))
+    Ok(metrics::evaluate(&logits, &set.labels, &fitted.data.dataset.classes))
 }
 
 /// The run's int8 bundle (`model.int8.onnx`): quantised per the config's scheme, calibrated on
@@ -310,19 +354,33 @@ fn html(report: &Report, curves: &str, confusion: &str) -> String {
     );
     let _ = write!(
         s,
-        "<h1>Kestrel training report</h1><p>Model <code>{}</code> · {} classes · {} train / {} validation images.</p>\
+        "<h1>Kestrel training report</h1><p>Model <code>{}</code> · {} classes · {} train / {} validation images \
+         ({}).</p>\
          <h2>Validation (exported bundle, run by the Kestrel runtime)</h2>\
          <p>top-1 <b>{:.1}%</b> · top-{} {:.1}% · loss {:.4} · Burn↔tract max |Δlogit| {:.1e}</p>",
         esc(&report.model.display().to_string()),
         report.classes.len(),
         report.train_images,
         report.val_images,
+        esc(&report.split),
         100.0 * e.top1,
         e.k,
         100.0 * e.topk,
         e.mean_loss,
         report.export_parity
     );
+    if let Some(t) = report.test {
+        let _ = write!(
+            s,
+            "<h2>Test (held out: evaluated once, after validation chose the weights)</h2>\
+             <p>{} images · top-1 <b>{:.1}%</b> · top-{} {:.1}% · loss {:.4}</p>",
+            t.images,
+            100.0 * t.top1,
+            t.k,
+            100.0 * t.topk,
+            t.mean_loss
+        );
+    }
     s += "<h2>Training curves</h2>";
     s += curves;
     s += "<h2>Per class</h2><table><tr><th>class</th><th>images</th><th>precision</th><th>recall</th><th>F1</th></tr>";

@@ -344,3 +344,54 @@ fn folds_and_sweeps_run_full_trials_and_report() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no such setting"));
 }
+
+/// A pre-split folder with a `test/` split: validation chooses the weights, the test split is
+/// evaluated once at the end and reported apart (stdout, report.json, report.html and the
+/// bundle's model card); the report says how the data was split. `--folds` on such a folder is
+/// refused before training, since every fold would be the same run.
+#[test]
+fn a_test_split_is_reported_apart_from_validation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    make_photo_folder(&data.join("train"), 4, 64, 11).expect("train");
+    make_photo_folder(&data.join("val"), 2, 64, 12).expect("val");
+    make_photo_folder(&data.join("test"), 3, 64, 13).expect("test");
+    let run = dir.path().join("run");
+    let out = fit_cmd(&data, &run).args(HEAD_ONLY_32PX).output().expect("fit");
+    check(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("test split (held out, evaluated once)") && text.contains("(9 images)"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).expect("report.json")).expect("json");
+    assert_eq!(
+        report["evaluation"]["images"].as_u64(),
+        Some(6),
+        "validation: 2 per class"
+    );
+    assert_eq!(report["test"]["images"].as_u64(), Some(9), "test: 3 per class");
+    assert!(
+        report["split"].as_str().expect("split").starts_with("as given"),
+        "{}",
+        report["split"]
+    );
+    let html = std::fs::read_to_string(run.join("report.html")).expect("report.html");
+    assert!(html.contains("Test (held out"), "report.html has no test section");
+    let card = kestrel_runtime::bundle::Bundle::read(&run.join("model.onnx"))
+        .expect("bundle")
+        .metadata
+        .model_card;
+    assert_eq!(card.metrics.get("test_images"), Some(&9.0), "{:?}", card.metrics);
+    assert!(card.metrics.contains_key("test_top1"), "{:?}", card.metrics);
+
+    let out = fit_cmd(&data, &dir.path().join("cv"))
+        .args(HEAD_ONLY_32PX)
+        .args(["--folds", "2"])
+        .output()
+        .expect("folds");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 identical trainings"), "{err}");
+}

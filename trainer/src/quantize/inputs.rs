@@ -73,7 +73,7 @@ fn labelled(dir: &Path, labels: &[String], seed: u64, val_fraction: f64) -> Opti
         &SplitOptions {
             val_fraction,
             seed,
-            fold: None,
+            ..SplitOptions::default()
         },
     )
     .ok()?;
