@@ -237,7 +237,12 @@ impl Classifier {
         });
         let (model, int8) = match rewritten {
             Some((proto, lowered, folded))
-                if lowered.int8_convs + lowered.int8_adds + lowered.f32_depthwise + lowered.f32_pointwise + folded
+                if lowered.int8_convs
+                    + lowered.int8_adds
+                    + lowered.int8_quantize
+                    + lowered.f32_depthwise
+                    + lowered.f32_pointwise
+                    + folded
                     > 0 =>
             {
                 match optimise(&proto) {

@@ -647,7 +647,7 @@ fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
 /// tract's own convolution machinery is left (no im2col, no f32 depthwise, no matmul but the
 /// float classifier's). Fails if a tract upgrade or a change in the file's form stops the lowering.
 fn int8_plan_is_all_integer(int8: &Classifier, ops: &[String], written: usize) {
-    use kestrel_runtime::int8::ops::{ADD, CONV};
+    use kestrel_runtime::int8::ops::{ADD, CONV, QUANTIZE};
     let count = |name: &str| ops.iter().filter(|o| *o == name).count();
     let lowered = int8.int8();
     assert_eq!(
@@ -659,6 +659,11 @@ fn int8_plan_is_all_integer(int8: &Classifier, ops: &[String], written: usize) {
     assert_eq!(count(&format!("{CONV}.pointwise")), 32, "{ops:?}");
     assert_eq!(count(&format!("{CONV}.im2col")), 1, "{ops:?}");
     assert_eq!(count(ADD), 9, "{ops:?}");
+    assert_eq!(
+        (count(QUANTIZE), count("QuantizeLinearI8")),
+        (1, 0),
+        "the input is quantised by Kestrel's kernel: {ops:?}"
+    );
     let tracts: Vec<&String> = ops
         .iter()
         .filter(|o| o.contains("Conv") && !o.starts_with(CONV) || o.contains("Im2col") || o.contains("DepthWise"))

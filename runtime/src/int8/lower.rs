@@ -29,6 +29,8 @@ pub struct Lowered {
     pub int8_convs: usize,
     /// Residual adds now computing in int8.
     pub int8_adds: usize,
+    /// QuantizeLinear of float tensors (the network's input) on Kestrel's kernel.
+    pub int8_quantize: usize,
     /// Convs left as they were (float, or a QDQ form tract simulates in float), before float
     /// convs moved to Kestrel's kernels.
     pub other_convs: usize,
@@ -316,6 +318,28 @@ fn match_add(g: &Graph, at: usize) -> Option<Replacement> {
     })
 }
 
+/// `QuantizeLinear` of a float tensor (the network's input; every other Q belongs to a conv or add
+/// pattern) with a scalar scale and an int8 zero point: tract's own took 0.26 ms of Lite0's 7.5.
+fn match_quantize(g: &Graph, at: usize) -> Option<Replacement> {
+    let q = &g.nodes[at];
+    let act = g.act_params(q)?;
+    let node = pb::NodeProto {
+        input: vec![q.input.first()?.clone()],
+        output: vec![q.output.first()?.clone()],
+        name: format!("{}.kestrel_int8", q.name),
+        op_type: ops::QUANTIZE.into(),
+        domain: "ai.kestrel".into(),
+        attribute: vec![float_attr("scale", act.scale), int_attr("zero", act.zero as i64)],
+        ..Default::default()
+    };
+    Some(Replacement {
+        at,
+        node,
+        dropped: vec![],
+        inits: vec![],
+    })
+}
+
 /// Rewrite the QDQ patterns of `proto`'s graph into Kestrel's int8 ops, in place.
 pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
     let Some(graph) = proto.graph.as_mut() else {
@@ -336,13 +360,16 @@ pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
                     r
                 }
                 "Add" => match_add(&g, i),
+                // Not an output Q a conv or add above already took over.
+                "QuantizeLinear" if !taken.contains(&i) => match_quantize(&g, i),
                 _ => None,
             };
             if let Some(r) = found.filter(|r| r.dropped.iter().all(|d| !taken.contains(d))) {
                 taken.extend(r.dropped.iter().copied());
                 match g.nodes[i].op_type.as_str() {
                     "Conv" => done.int8_convs += 1,
-                    _ => done.int8_adds += 1,
+                    "Add" => done.int8_adds += 1,
+                    _ => done.int8_quantize += 1,
                 }
                 out.push(r);
             }

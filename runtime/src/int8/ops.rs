@@ -14,11 +14,13 @@ use super::kernels::{self, AddParams, GemmWeights, Geometry, Requant};
 
 pub const CONV: &str = "KestrelInt8Conv";
 pub const ADD: &str = "KestrelInt8Add";
+pub const QUANTIZE: &str = "KestrelInt8Quantize";
 
 /// Add the int8 ops to an ONNX parser.
 pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register.insert(CONV, conv_node);
     onnx.op_register.insert(ADD, add_node);
+    onnx.op_register.insert(QUANTIZE, quantize_node);
     onnx.op_register.insert(super::f32_conv::OP, super::f32_conv::node);
 }
 
@@ -361,6 +363,85 @@ impl EvalOp for Int8Add {
 impl TypedOp for Int8Add {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].shape == inputs[1].shape, "{ADD}: inputs differ in shape");
+        Ok(tvec!(i8::datum_type().fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+fn quantize_node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let scale: f32 = node.get_attr("scale")?;
+    ensure!(scale.is_finite() && scale > 0.0, "{}: scale {scale}", node.name);
+    Ok((
+        expand(QuantizeNode(Int8Quantize {
+            scale,
+            zero: int_attr(node, "zero")?,
+        })),
+        vec![],
+    ))
+}
+
+/// `KestrelInt8Quantize(x: f32) -> i8`, same shape: ONNX QuantizeLinear with a scalar scale and
+/// int8 zero point.
+#[derive(Debug, Clone)]
+struct QuantizeNode(Int8Quantize);
+
+impl Expansion for QuantizeNode {
+    fn name(&self) -> StaticName {
+        QUANTIZE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, i8::datum_type())?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, self.0, inputs)
+    }
+}
+
+/// The typed op quantising a float tensor with Kestrel's kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Int8Quantize {
+    pub scale: f32,
+    pub zero: i32,
+}
+
+// The scale is compared bit for bit; the lowering refuses non-finite scales.
+impl Eq for Int8Quantize {}
+
+impl Op for Int8Quantize {
+    fn name(&self) -> StaticName {
+        QUANTIZE.into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8Quantize {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = inputs[0].try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let mut out = vec![0i8; x.len()];
+        kernels::quantize(x, self.scale, self.zero, &mut out);
+        Ok(tvec!(Tensor::from_shape(inputs[0].shape(), &out)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for Int8Quantize {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(i8::datum_type().fact(inputs[0].shape.clone())))
     }
 

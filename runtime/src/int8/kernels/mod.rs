@@ -408,6 +408,16 @@ pub struct AddParams {
     pub hi: i32,
 }
 
+/// ONNX QuantizeLinear with a scalar scale and int8 zero point: `y = saturate(round_half_even(x /
+/// scale) + zero)` (a division, as ONNX and MLAS define it, not a multiplication by 1/scale).
+pub fn quantize(x: &[f32], scale: f32, zero: i32, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        return x86::quantize(x, scale, zero, out);
+    }
+    portable::quantize(x, scale, zero, out)
+}
+
 pub fn add(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {

@@ -148,6 +148,20 @@ pub fn im2col(g: &Geometry, x: &[i8], first: usize, count: usize, pad: i8, out: 
     }
 }
 
+pub fn quantize(x: &[f32], scale: f32, zero: i32, out: &mut [i8]) {
+    quantize_body(x, scale, zero, out)
+}
+
+/// Clamped to the int8 range before rounding (so `round_to_i32`'s range holds), which for integer
+/// bounds equals rounding first. NaN goes to the low bound.
+#[inline(always)]
+pub(super) fn quantize_body(x: &[f32], scale: f32, zero: i32, out: &mut [i8]) {
+    let (lo, hi) = ((-128 - zero) as f32, (127 - zero) as f32);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (round_to_i32(clamp(v / scale, lo, hi)) + zero) as i8;
+    }
+}
+
 pub fn add(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
     add_body(p, a, b, out)
 }

@@ -52,6 +52,13 @@ pub fn gemm(w: &[i8], rows: usize, depth: usize, x: &[i8], cols: usize, bias: &[
     out
 }
 
+/// ONNX QuantizeLinear, element by element.
+pub fn quantize(x: &[f32], scale: f32, zero: i32) -> Vec<i8> {
+    x.iter()
+        .map(|&v| ((v / scale).round_ties_even() + zero as f32).clamp(-128.0, 127.0) as i8)
+        .collect()
+}
+
 /// The quantised add, element by element.
 pub fn add(p: &AddParams, a: &[i8], b: &[i8]) -> Vec<i8> {
     a.iter().zip(b).map(|(&a, &b)| add_one(p, a, b)).collect()

@@ -304,6 +304,31 @@ fn depthwise_sums_at_the_extremes_stay_exact() {
 }
 
 #[test]
+fn quantize_matches_the_reference() {
+    let mut rng = Rng(7);
+    for case in 0..40 {
+        let n = 1 + rng.below(1000);
+        let scale = (1 + rng.below(1000)) as f32 / 997.0;
+        let zero = rng.range(-128, 127);
+        // Values around every rounding boundary and far past the int8 range, both signs.
+        let x: Vec<f32> = (0..n)
+            .map(|_| match rng.below(3) {
+                0 => (rng.range(-300, 300) as f32 + 0.5) * scale,
+                1 => rng.range(-1_000_000, 1_000_000) as f32 / 777.0,
+                _ => (rng.next() as i32) as f32,
+            })
+            .collect();
+        let expected = reference::quantize(&x, scale, zero);
+        let mut out = vec![0i8; n];
+        quantize(&x, scale, zero, &mut out);
+        assert_eq!(out, expected, "case {case}: scale {scale}, zero {zero}");
+        out.fill(0);
+        portable::quantize(&x, scale, zero, &mut out);
+        assert_eq!(out, expected, "case {case}: portable");
+    }
+}
+
+#[test]
 fn add_matches_the_reference() {
     let mut rng = Rng(4);
     for case in 0..40 {

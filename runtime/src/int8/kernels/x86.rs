@@ -429,6 +429,16 @@ pub fn avx512_available() -> bool {
         && is_x86_feature_detected!("avx512vl")
 }
 
+pub fn quantize(x: &[f32], scale: f32, zero: i32, out: &mut [i8]) {
+    // SAFETY: only called after `available()` returned true.
+    unsafe { quantize_avx2(x, scale, zero, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn quantize_avx2(x: &[f32], scale: f32, zero: i32, out: &mut [i8]) {
+    portable::quantize_body(x, scale, zero, out)
+}
+
 pub fn add(p: &AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
     // SAFETY: only called after `available()` returned true.
     unsafe { add_avx2(p, a, b, out) }

@@ -142,6 +142,7 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
             Lowered {
                 int8_convs: 2,
                 int8_adds: 1,
+                int8_quantize: 1,
                 other_convs: 0,
                 f32_depthwise: 0,
                 f32_pointwise: 0
@@ -155,12 +156,14 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
             .iter()
             .map(|n| n.op_type.as_str())
             .collect();
-        assert_eq!(
-            ops,
-            ["QuantizeLinear", ops::CONV, ops::ADD, ops::CONV, "DequantizeLinear"]
-        );
+        assert_eq!(ops, [ops::QUANTIZE, ops::CONV, ops::ADD, ops::CONV, "DequantizeLinear"]);
 
-        let input: Vec<f32> = (0..4 * 7 * 9).map(|i| ((i * 7919) % 211) as f32 / 40.0 - 2.5).collect();
+        // Off the rounding ties of x / 0.03: there, tract's QuantizeLinear (x times 1/scale)
+        // and ONNX's (x / scale, which Kestrel's and onnxruntime's follow) may differ by a step,
+        // which this test is not about (`kernels::tests::quantize_matches_the_reference` is).
+        let input: Vec<f32> = (0..4 * 7 * 9)
+            .map(|i| ((i * 7919) % 211) as f32 / 40.0 - 2.5 + 0.0037)
+            .collect();
         let input = Tensor::from_shape(&[1, 4, 7, 9], &input).expect("input");
         let ours = run(&super::super::onnx(), &lowered, &input);
         let tracts = run(&tract_onnx::onnx(), &original, &input);
