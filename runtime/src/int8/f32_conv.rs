@@ -20,6 +20,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{Expansion, expand};
 
 use super::kernels::{self, DepthwiseF32, GemmF32, Geometry};
+use super::ops::{Conv2d, constant, conv_cost, conv_fact, eval_images};
 use std::collections::HashSet;
 
 use super::lower::{Graph, activation_bounds, drop_nodes};
@@ -154,22 +155,9 @@ fn replacement(graph: &pb::GraphProto, g: &Graph, conv: &NodeProto, pointwise: b
 }
 
 pub fn node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let ints = |name: &str| -> TractResult<Vec<usize>> {
-        let v: Vec<i64> = node.get_attr_vec(name)?;
-        v.into_iter()
-            .map(|d| usize::try_from(d).with_context(|| format!("{}: negative {name}", node.name)))
-            .collect()
-    };
-    let (strides, pads) = (ints("strides")?, ints("pads")?);
-    ensure!(
-        strides.len() == 2 && pads.len() == 4,
-        "{}: 2-D convolutions only",
-        node.name
-    );
     Ok((
         expand(Node {
-            strides: [strides[0], strides[1]],
-            pads: [pads[0], pads[1], pads[2], pads[3]],
+            conv: Conv2d::parse(node)?,
             clamp: (node.get_attr("lo")?, node.get_attr("hi")?),
         }),
         vec![],
@@ -180,18 +168,9 @@ pub fn node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Inf
 /// pointwise (1×1, stride 1, no padding, one group).
 #[derive(Debug, Clone)]
 struct Node {
-    strides: [usize; 2],
-    /// ONNX order: top, left, bottom, right.
-    pads: [usize; 4],
+    conv: Conv2d,
     /// The folded Relu/Clip: outputs are clamped to `[lo, hi]` (infinite: none).
     clamp: (f32, f32),
-}
-
-impl Node {
-    fn out_dim(&self, input: usize, kernel: usize, axis: usize) -> Option<usize> {
-        let padded = input + self.pads[axis] + self.pads[axis + 2];
-        padded.checked_sub(kernel).map(|d| d / self.strides[axis] + 1)
-    }
 }
 
 impl Expansion for Node {
@@ -205,67 +184,18 @@ impl Expansion for Node {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[0].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
-        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, w| {
-            let concrete = |d: &TDim| d.to_usize().ok();
-            if let (Some(h), Some(wd), Some(kh), Some(kw)) =
-                (concrete(&x[2]), concrete(&x[3]), concrete(&w[2]), concrete(&w[3]))
-                && let (Some(oh), Some(ow)) = (self.out_dim(h, kh, 0), self.out_dim(wd, kw, 1))
-            {
-                s.equals(&outputs[0].shape[2], oh.to_dim())?;
-                s.equals(&outputs[0].shape[3], ow.to_dim())?;
-            }
-            Ok(())
-        })
+        self.conv
+            .rules(s, inputs, outputs, 3, (f32::datum_type(), f32::datum_type()))
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize, what: &str| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: {what} must be a constant"))
-        };
-        let (w, bias) = (konst(1, "weights")?, konst(2, "bias")?);
-        let x = model.outlet_fact(inputs[0])?.clone();
-        let x_shape = x
-            .shape
-            .as_concrete()
-            .with_context(|| format!("{prefix}: input shape unknown"))?;
-        let w_shape = w.shape();
-        ensure!(
-            x_shape.len() == 4 && w_shape.len() == 4,
-            "{prefix}: 2-D convolutions only"
+        let (w, bias) = (
+            constant(model, inputs, 1, prefix, "weights")?,
+            constant(model, inputs, 2, prefix, "bias")?,
         );
-        let groups = if w_shape[1] == 1 && w_shape[0] == x_shape[1] {
-            w_shape[0]
-        } else {
-            1
-        };
-        let geometry = Geometry {
-            in_channels: x_shape[1],
-            out_channels: w_shape[0],
-            groups,
-            in_h: x_shape[2],
-            in_w: x_shape[3],
-            kernel_h: w_shape[2],
-            kernel_w: w_shape[3],
-            stride_h: self.strides[0],
-            stride_w: self.strides[1],
-            pads: self.pads,
-        };
-        ensure!(
-            geometry.is_valid() && w_shape[1] * geometry.groups == geometry.in_channels,
-            "{prefix}: inconsistent convolution {geometry:?}"
-        );
+        // Depthwise: one input channel per group, as many groups as channels; else one group.
+        let groups = |x: &[usize], w: &[usize]| if w[1] == 1 && w[0] == x[1] { w[0] } else { 1 };
+        let geometry = self.conv.geometry(prefix, model, inputs[0], w.shape(), groups)?;
         let w = w.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         ensure!(bias.len() == geometry.out_channels, "{prefix}: one bias per channel");
@@ -337,22 +267,7 @@ impl EvalOp for F32Conv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let g = &self.geometry;
-        let x = inputs[0].try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
-        let per_image = g.in_channels * g.in_h * g.in_w;
-        ensure!(
-            per_image > 0 && x.len().is_multiple_of(per_image),
-            "{OP}: input does not match {g:?}"
-        );
-        let batch = x.len() / per_image;
-        let out_per_image = g.out_channels * g.out_h() * g.out_w();
-        let mut out = vec![0f32; batch * out_per_image];
-        let executor = tract_linalg::multithread::current_tract_executor();
-        let pool = match &executor {
-            tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
-            _ => None,
-        };
-        for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
+        eval_images(OP, g, &inputs[0], |x: &[f32], pool, out: &mut [f32]| {
             match &*self.weights {
                 Weights::Depthwise(w) => {
                     let d = DepthwiseF32 {
@@ -366,28 +281,17 @@ impl EvalOp for F32Conv {
                 }
                 Weights::Pointwise(w) => kernels::gemm_f32(w, x, g.in_h * g.in_w, &self.bias, self.clamp, pool, out),
             }
-        }
-        let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
-        Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+        })
     }
 }
 
 impl TypedOp for F32Conv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let g = &self.geometry;
-        let shape = tvec![
-            inputs[0].shape[0].clone(),
-            g.out_channels.to_dim(),
-            g.out_h().to_dim(),
-            g.out_w().to_dim()
-        ];
-        Ok(tvec!(f32::datum_type().fact(shape)))
+        Ok(tvec!(conv_fact(&self.geometry, inputs[0], f32::datum_type())))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let g = &self.geometry;
-        let macs = g.out_channels * g.taps() * g.out_h() * g.out_w();
-        Ok(tvec!((Cost::FMA(f32::datum_type()), inputs[0].shape[0].clone() * macs)))
+        Ok(conv_cost(&self.geometry, inputs[0], f32::datum_type()))
     }
 
     as_op!();

@@ -36,19 +36,172 @@ fn usize_attrs(node: &NodeProto, name: &str) -> TractResult<Vec<usize>> {
         .collect()
 }
 
-fn conv_node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let strides = usize_attrs(node, "strides")?;
-    let pads = usize_attrs(node, "pads")?;
+/// Strides and pads of a 2-D convolution node (dilation 1): what Kestrel's int8 and f32
+/// convolution ops parse, infer and wire alike.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Conv2d {
+    strides: [usize; 2],
+    /// ONNX order: top, left, bottom, right.
+    pads: [usize; 4],
+}
+
+impl Conv2d {
+    pub(super) fn parse(node: &NodeProto) -> TractResult<Self> {
+        let strides = usize_attrs(node, "strides")?;
+        let pads = usize_attrs(node, "pads")?;
+        ensure!(
+            strides.len() == 2 && pads.len() == 4,
+            "{}: 2-D convolutions only",
+            node.name
+        );
+        Ok(Conv2d {
+            strides: [strides[0], strides[1]],
+            pads: [pads[0], pads[1], pads[2], pads[3]],
+        })
+    }
+
+    fn out_dim(&self, input: usize, kernel: usize, axis: usize) -> Option<usize> {
+        let padded = input + self.pads[axis] + self.pads[axis + 2];
+        padded.checked_sub(kernel).map(|d| d / self.strides[axis] + 1)
+    }
+
+    /// Shape inference: `arity` inputs, input 0 NCHW of type `x`, the output NCHW of type `y`
+    /// with one channel per row of the weights (input 1) and the size the window gives.
+    pub(super) fn rules<'r, 'p: 'r>(
+        self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+        arity: usize,
+        (x, y): (DatumType, DatumType),
+    ) -> InferenceResult {
+        check_input_arity(inputs, arity)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, x)?;
+        s.equals(&outputs[0].datum_type, y)?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, w| {
+            let concrete = |d: &TDim| d.to_usize().ok();
+            if let (Some(h), Some(wd), Some(kh), Some(kw)) =
+                (concrete(&x[2]), concrete(&x[3]), concrete(&w[2]), concrete(&w[3]))
+                && let (Some(oh), Some(ow)) = (self.out_dim(h, kh, 0), self.out_dim(wd, kw, 1))
+            {
+                s.equals(&outputs[0].shape[2], oh.to_dim())?;
+                s.equals(&outputs[0].shape[3], ow.to_dim())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The checked geometry of input 0 (concrete shape) with weights of `w_shape` (OIHW), in
+    /// `groups(x_shape, w_shape)` groups.
+    pub(super) fn geometry(
+        self,
+        prefix: &str,
+        model: &TypedModel,
+        x: OutletId,
+        w_shape: &[usize],
+        groups: impl Fn(&[usize], &[usize]) -> usize,
+    ) -> TractResult<Geometry> {
+        let x = model.outlet_fact(x)?;
+        let x_shape = x
+            .shape
+            .as_concrete()
+            .with_context(|| format!("{prefix}: input shape unknown"))?;
+        ensure!(
+            x_shape.len() == 4 && w_shape.len() == 4,
+            "{prefix}: 2-D convolutions only"
+        );
+        let geometry = Geometry {
+            in_channels: x_shape[1],
+            out_channels: w_shape[0],
+            groups: groups(x_shape, w_shape),
+            in_h: x_shape[2],
+            in_w: x_shape[3],
+            kernel_h: w_shape[2],
+            kernel_w: w_shape[3],
+            stride_h: self.strides[0],
+            stride_w: self.strides[1],
+            pads: self.pads,
+        };
+        ensure!(
+            geometry.is_valid() && w_shape[1] * geometry.groups == geometry.in_channels,
+            "{prefix}: inconsistent convolution {geometry:?}"
+        );
+        Ok(geometry)
+    }
+}
+
+/// Input `i` of a node being wired, which must be a constant.
+pub(super) fn constant(
+    model: &TypedModel,
+    inputs: &[OutletId],
+    i: usize,
+    prefix: &str,
+    what: &str,
+) -> TractResult<Arc<Tensor>> {
+    model
+        .outlet_fact(inputs[i])?
+        .konst
+        .clone()
+        .with_context(|| format!("{prefix}: {what} must be a constant"))
+}
+
+/// A convolution's eval: `run(image, pool, out)` on each image of the batch in `input`, with the
+/// pool tract's plan runs under (`LoadOptions::threads`, so both share the threads), into one
+/// NCHW output of `Y`.
+pub(super) fn eval_images<X: Datum, Y: Datum + Copy + Default>(
+    name: &str,
+    g: &Geometry,
+    input: &TValue,
+    run: impl Fn(&[X], Option<&rayon::ThreadPool>, &mut [Y]),
+) -> TractResult<TVec<TValue>> {
+    let x = input.try_as_plain_ram()?;
+    let x = x.as_slice::<X>()?;
+    let per_image = g.in_channels * g.in_h * g.in_w;
     ensure!(
-        strides.len() == 2 && pads.len() == 4,
-        "{}: 2-D convolutions only",
-        node.name
+        per_image > 0 && x.len().is_multiple_of(per_image),
+        "{name}: input does not match {g:?}"
     );
+    let batch = x.len() / per_image;
+    let out_per_image = g.out_channels * g.out_h() * g.out_w();
+    let mut out = vec![Y::default(); batch * out_per_image];
+    let executor = tract_linalg::multithread::current_tract_executor();
+    let pool = match &executor {
+        tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
+        _ => None,
+    };
+    for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
+        run(x, pool, out);
+    }
+    let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
+    Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+}
+
+/// A convolution's output fact (NCHW of `dt`) and cost (`dt` multiply-adds), for `TypedOp`.
+pub(super) fn conv_fact(g: &Geometry, input: &TypedFact, dt: DatumType) -> TypedFact {
+    let shape = tvec![
+        input.shape[0].clone(),
+        g.out_channels.to_dim(),
+        g.out_h().to_dim(),
+        g.out_w().to_dim()
+    ];
+    dt.fact(shape)
+}
+
+pub(super) fn conv_cost(g: &Geometry, input: &TypedFact, dt: DatumType) -> TVec<(Cost, TDim)> {
+    let macs = g.out_channels * g.taps() * g.out_h() * g.out_w();
+    tvec!((Cost::FMA(dt), input.shape[0].clone() * macs))
+}
+
+fn conv_node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((
         expand(ConvNode {
             groups: usize::try_from(node.get_attr::<i64>("group")?)?,
-            strides: [strides[0], strides[1]],
-            pads: [pads[0], pads[1], pads[2], pads[3]],
+            conv: Conv2d::parse(node)?,
             x_zero: int_attr(node, "x_zero")?,
             y_zero: int_attr(node, "y_zero")?,
             lo: int_attr(node, "lo")?,
@@ -77,20 +230,11 @@ fn add_node(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn Inf
 #[derive(Debug, Clone)]
 struct ConvNode {
     groups: usize,
-    strides: [usize; 2],
-    /// ONNX order: top, left, bottom, right.
-    pads: [usize; 4],
+    conv: Conv2d,
     x_zero: i32,
     y_zero: i32,
     lo: i32,
     hi: i32,
-}
-
-impl ConvNode {
-    fn out_dim(&self, input: usize, kernel: usize, axis: usize) -> Option<usize> {
-        let padded = input + self.pads[axis] + self.pads[axis + 2];
-        padded.checked_sub(kernel).map(|d| d / self.strides[axis] + 1)
-    }
 }
 
 impl Expansion for ConvNode {
@@ -104,62 +248,16 @@ impl Expansion for ConvNode {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 4)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, i8::datum_type())?;
-        s.equals(&outputs[0].datum_type, i8::datum_type())?;
-        s.equals(&inputs[0].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
-        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, w| {
-            let concrete = |d: &TDim| d.to_usize().ok();
-            if let (Some(h), Some(wd), Some(kh), Some(kw)) =
-                (concrete(&x[2]), concrete(&x[3]), concrete(&w[2]), concrete(&w[3]))
-                && let (Some(oh), Some(ow)) = (self.out_dim(h, kh, 0), self.out_dim(wd, kw, 1))
-            {
-                s.equals(&outputs[0].shape[2], oh.to_dim())?;
-                s.equals(&outputs[0].shape[3], ow.to_dim())?;
-            }
-            Ok(())
-        })
+        self.conv
+            .rules(s, inputs, outputs, 4, (i8::datum_type(), i8::datum_type()))
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize, what: &str| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: {what} must be a constant"))
-        };
+        let konst = |i: usize, what: &str| constant(model, inputs, i, prefix, what);
         let (w, bias, multiplier) = (konst(1, "weights")?, konst(2, "bias")?, konst(3, "multiplier")?);
-        let x = model.outlet_fact(inputs[0])?.clone();
-        let x_shape = x
-            .shape
-            .as_concrete()
-            .with_context(|| format!("{prefix}: input shape unknown"))?;
-        let w_shape = w.shape();
-        ensure!(
-            x_shape.len() == 4 && w_shape.len() == 4,
-            "{prefix}: 2-D convolutions only"
-        );
-        let geometry = Geometry {
-            in_channels: x_shape[1],
-            out_channels: w_shape[0],
-            groups: self.groups,
-            in_h: x_shape[2],
-            in_w: x_shape[3],
-            kernel_h: w_shape[2],
-            kernel_w: w_shape[3],
-            stride_h: self.strides[0],
-            stride_w: self.strides[1],
-            pads: self.pads,
-        };
-        ensure!(
-            geometry.is_valid() && w_shape[1] * self.groups == geometry.in_channels,
-            "{prefix}: inconsistent convolution {geometry:?}"
-        );
+        let geometry = self
+            .conv
+            .geometry(prefix, model, inputs[0], w.shape(), |_, _| self.groups)?;
         let plain = w.try_as_plain_ram()?.as_slice::<i8>()?.to_vec();
         let bias = bias.cast_to::<i32>()?.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
         let multiplier = multiplier.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
@@ -247,23 +345,7 @@ impl EvalOp for Int8Conv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let g = &self.geometry;
-        let x = inputs[0].try_as_plain_ram()?;
-        let x = x.as_slice::<i8>()?;
-        let per_image = g.in_channels * g.in_h * g.in_w;
-        ensure!(
-            per_image > 0 && x.len().is_multiple_of(per_image),
-            "{CONV}: input does not match {g:?}"
-        );
-        let batch = x.len() / per_image;
-        let out_per_image = g.out_channels * g.out_h() * g.out_w();
-        let mut out = vec![0i8; batch * out_per_image];
-        // The pool tract's plan runs under (LoadOptions::threads), so both share the threads.
-        let executor = tract_linalg::multithread::current_tract_executor();
-        let pool = match &executor {
-            tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
-            _ => None,
-        };
-        for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
+        eval_images(CONV, g, &inputs[0], |x: &[i8], pool, out: &mut [i8]| {
             kernels::conv(
                 g,
                 x,
@@ -274,29 +356,18 @@ impl EvalOp for Int8Conv {
                 &self.requant,
                 pool,
                 out,
-            );
-        }
-        let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
-        Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+            )
+        })
     }
 }
 
 impl TypedOp for Int8Conv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let g = &self.geometry;
-        let shape = tvec![
-            inputs[0].shape[0].clone(),
-            g.out_channels.to_dim(),
-            g.out_h().to_dim(),
-            g.out_w().to_dim()
-        ];
-        Ok(tvec!(i8::datum_type().fact(shape)))
+        Ok(tvec!(conv_fact(&self.geometry, inputs[0], i8::datum_type())))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let g = &self.geometry;
-        let macs = g.out_channels * g.taps() * g.out_h() * g.out_w();
-        Ok(tvec!((Cost::FMA(i8::datum_type()), inputs[0].shape[0].clone() * macs)))
+        Ok(conv_cost(&self.geometry, inputs[0], i8::datum_type()))
     }
 
     as_op!();
