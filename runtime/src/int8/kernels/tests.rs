@@ -153,19 +153,35 @@ fn depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
         (3, 2, 112, [0, 0, 1, 1]),
         (5, 2, 28, [1, 1, 2, 2]),
     ] {
-        let g = Geometry {
-            in_channels: 8,
-            out_channels: 8,
-            groups: 8,
-            in_h: hw,
-            in_w: hw,
-            kernel_h: k,
-            kernel_w: k,
-            stride_h: s,
-            stride_w: s,
-            pads,
-        };
-        check_conv(&mut rng, &g, 999);
+        check_conv(&mut rng, &depthwise_geometry(8, hw, k, s, pads), 999);
+    }
+}
+
+/// f32 outputs against an f64 reference, each within f32 rounding of its sum's magnitude (a few
+/// ulps of Σ|w·x|).
+fn assert_f32_close(out: &[f32], expected: &[f32], magnitude: &[f64], what: &str) {
+    for (i, ((&o, &e), &m)) in out.iter().zip(expected).zip(magnitude).enumerate() {
+        let tolerance = 1e-6 * m + 1e-30;
+        assert!(
+            (o as f64 - e as f64).abs() <= tolerance,
+            "{what}: output {i} is {o}, expected {e} (± {tolerance})"
+        );
+    }
+}
+
+/// A depthwise geometry of `c` channels on a square `hw` plane.
+fn depthwise_geometry(c: usize, hw: usize, k: usize, s: usize, pads: [usize; 4]) -> Geometry {
+    Geometry {
+        in_channels: c,
+        out_channels: c,
+        groups: c,
+        in_h: hw,
+        in_w: hw,
+        kernel_h: k,
+        kernel_w: k,
+        stride_h: s,
+        stride_w: s,
+        pads,
     }
 }
 
@@ -199,13 +215,7 @@ fn f32_depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
         };
         let mut out = vec![f32::NAN; expected.len()];
         let check = |out: &[f32], what: &str| {
-            for (i, ((&o, &e), &m)) in out.iter().zip(&expected).zip(&magnitude).enumerate() {
-                let tolerance = 1e-6 * m + 1e-30;
-                assert!(
-                    (o as f64 - e as f64).abs() <= tolerance,
-                    "case {case}: {what} {g:?}: output {i} is {o}, expected {e} (± {tolerance})"
-                );
-            }
+            assert_f32_close(out, &expected, &magnitude, &format!("case {case}: {what} {g:?}"))
         };
         for (name, path) in depthwise_f32_paths() {
             out.fill(f32::NAN);
@@ -244,14 +254,8 @@ fn f32_gemm_matches_the_reference_on_random_shapes() {
         for pool in [None, Some(&*POOL)] {
             let mut out = vec![f32::NAN; rows * cols];
             gemm_f32(&packed, &x, cols, &bias, clamp, pool, &mut out);
-            for (i, ((&o, &e), &m)) in out.iter().zip(&expected).zip(&magnitude).enumerate() {
-                let tolerance = 1e-6 * m + 1e-30;
-                assert!(
-                    (o as f64 - e as f64).abs() <= tolerance,
-                    "case {case}: {rows}×{depth}·{depth}×{cols} (pool {}): output {i} is {o}, expected {e}",
-                    pool.is_some()
-                );
-            }
+            let what = format!("case {case}: {rows}×{depth}·{depth}×{cols} (pool {})", pool.is_some());
+            assert_f32_close(&out, &expected, &magnitude, &what);
         }
     }
 }
@@ -399,19 +403,7 @@ fn timings() {
     ] {
         // SAME: total padding k − s on even sizes, the odd one at the bottom and right.
         let (before, after) = ((k - s) / 2, (k - s) - (k - s) / 2);
-        let pads = [before, before, after, after];
-        let g = Geometry {
-            in_channels: c,
-            out_channels: c,
-            groups: c,
-            in_h: hw,
-            in_w: hw,
-            kernel_h: k,
-            kernel_w: k,
-            stride_h: s,
-            stride_w: s,
-            pads,
-        };
+        let g = depthwise_geometry(c, hw, k, s, [before, before, after, after]);
         let x = rng.i8s(c * hw * hw);
         let w = rng.i8s(c * k * k);
         let b = bias(&mut rng, c);
