@@ -425,7 +425,7 @@ fn run_saves_uncertain_frames_with_their_top_k() {
     let dir = tempfile::tempdir().expect("tempdir");
     let review = dir.path().join("review");
     // Every frame is "uncertain" below probability 1.01; no rate limit.
-    let out = kestrel(&[
+    let save_all = [
         "run",
         "--source",
         "synthetic:160x120:3",
@@ -435,10 +435,8 @@ fn run_saves_uncertain_frames_with_their_top_k() {
         "1.01",
         "--save-interval",
         "0",
-        "--on-change",
-        "--threshold",
-        "0.99",
-    ]);
+    ];
+    let out = kestrel(&[&save_all[..], &["--on-change", "--threshold", "0.99"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let mut files: Vec<String> = std::fs::read_dir(&review)
         .expect("review dir")
@@ -469,17 +467,7 @@ fn run_saves_uncertain_frames_with_their_top_k() {
     assert!(stdout(&out).contains("(uncertain)"));
     assert!(stderr(&out).contains("saved 3"), "{}", stderr(&out));
     // A second run into the same folder adds its frames beside the first run's, overwriting none.
-    let again = kestrel(&[
-        "run",
-        "--source",
-        "synthetic:160x120:3",
-        "--save-uncertain",
-        review.to_str().expect("utf-8"),
-        "--below",
-        "1.01",
-        "--save-interval",
-        "0",
-    ]);
+    let again = kestrel(&save_all);
     assert!(again.status.success(), "{}", stderr(&again));
     let after = std::fs::read_dir(&review).expect("review dir").count();
     assert_eq!(after, 12, "the second run must keep the first run's 6 files");
