@@ -386,11 +386,11 @@ fn dataset_edge_cases_and_the_feature_cache() {
         feature_views: 0,
         ..FitConfig::default()
     };
-    let prepared = fit::prepare(&config).expect("prepare");
+    let prepared = fit::prepare(&config, &Progress::plain()).expect("prepare");
     assert_eq!(prepared.skipped.len(), 1, "{:?}", prepared.skipped);
     assert!(prepared.skipped[0].path.ends_with("cat/corrupt.jpg"));
     assert_eq!(
-        prepared.train.images.len() + prepared.val.len(),
+        prepared.train.len() + prepared.val.len(),
         3 * 6 + 3,
         "grey, RGBA, 16-bit all used"
     );
@@ -408,7 +408,7 @@ fn dataset_edge_cases_and_the_feature_cache() {
         .into_data()
         .try_into_vec::<f32>()
         .expect("logits");
-    let direct = fit::predict(&model, &prepared.spec, &prepared.val.data, 4, &device).expect("predict");
+    let direct = fit::predict(&model, &prepared.spec, &prepared.val, 4, &device).expect("predict");
     let diff = via_cache
         .iter()
         .zip(&direct)
@@ -772,13 +772,14 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     report::finish(&run, &fitted, "test").expect("export");
     let float = Bundle::read(&run.model()).expect("float bundle");
     let data = inputs::from_run(
-        &fitted.data.train.images,
+        &fitted.data.train,
         &fitted.data.val,
         &fitted.data.dataset.classes,
         &fitted.data.spec,
         512,
         config.seed,
-    );
+    )
+    .expect("calibration inputs");
     let request = gate::Request {
         scheme: Scheme::QOperator,
         per_channel: true,
@@ -816,15 +817,23 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     assert!(total >= 30 && agree * 10 >= total * 9, "{agree}/{total}");
 
     // One constant grey image as the whole calibration set: ranges collapse, the gate refuses.
-    let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128])));
+    let grey = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+    let mut one = kestrel_trainer::store::Store::in_memory();
+    one.push_image(&grey).expect("in memory");
+    let grey_set = kestrel_trainer::images::DecodedSet {
+        images: one,
+        labels: vec![0],
+        skipped: Vec::new(),
+    };
     let broken = inputs::from_run(
-        &[grey],
+        &grey_set,
         &fitted.data.val,
         &fitted.data.dataset.classes,
         &fitted.data.spec,
         1,
         config.seed,
-    );
+    )
+    .expect("calibration inputs");
     let refused = quantize::calibrate_and_write(
         &float,
         &run.model(),
@@ -844,6 +853,65 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
         !dir.path().join("broken.int8.onnx").exists(),
         "nothing is written on refusal"
     );
+}
+
+/// The bad-input corpus through the trainer's decode-once path (scaled JPEG decoding, the
+/// on-disk cache): every decodable file comes back upright at the size training asked for,
+/// everything else is skipped by name, and nothing panics. 24 px asks the 64×48 JPEGs for a
+/// half-scale decode.
+#[test]
+fn the_training_decoder_agrees_with_the_runtime_on_the_bad_input_corpus() {
+    use kestrel_e2e::corpus::{self, Expect};
+    use kestrel_trainer::dataset::Sample;
+    use kestrel_trainer::images::decode_for_training;
+    use kestrel_trainer::progress::Progress;
+    use kestrel_trainer::store::Store;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = corpus::images(&dir.path().join("corpus")).expect("corpus");
+    let samples: Vec<Sample> = cases
+        .iter()
+        .enumerate()
+        .map(|(label, c)| Sample {
+            path: c.path.clone(),
+            label,
+        })
+        .collect();
+    let side = 24;
+    let store = Store::on_disk(&dir.path().join("cache")).expect("cache");
+    let set = decode_for_training(&samples, side, 1 << 24, store, &Progress::plain()).expect("decoding");
+    for (label, case) in cases.iter().enumerate() {
+        let stored = set.labels.iter().position(|&l| l == label);
+        let skipped = set.skipped.iter().find(|s| s.path == case.path);
+        match (&case.expect, stored, skipped) {
+            (Expect::Decodes { width, height }, Some(i), None) => {
+                let image = set.images.image(i).expect("cached image");
+                let short = (*width).min(*height);
+                let expected = if short <= side {
+                    (*width, *height)
+                } else {
+                    let scale = side as f64 / short as f64;
+                    (
+                        ((*width as f64 * scale).round() as u32).max(1),
+                        ((*height as f64 * scale).round() as u32).max(1),
+                    )
+                };
+                assert_eq!(image.dimensions(), expected, "{}", case.kind);
+                if case.kind.starts_with("EXIF-rotated") {
+                    // Upright: the original's bottom-left corner (green high, red low) is top-left.
+                    let px = image.get_pixel(0, 0).0;
+                    assert!(px[1] > 180 && px[0] < 60, "rotated top-left {px:?}");
+                }
+            }
+            (Expect::Refused(_), None, Some(s)) => assert!(!s.reason.is_empty(), "{}", case.kind),
+            (expect, stored, skipped) => {
+                panic!(
+                    "{}: expected {expect:?}, stored {stored:?}, skipped {skipped:?}",
+                    case.kind
+                )
+            }
+        }
+    }
 }
 
 /// Every kind in the bad-input corpus, through the runtime's decoder and preprocessing and the
@@ -954,7 +1022,7 @@ fn a_dataset_of_bad_files_skips_and_counts_each_one() {
         val_fraction: 0.25,
         ..FitConfig::default()
     };
-    let prepared = fit::prepare(&config).expect("prepare");
+    let prepared = fit::prepare(&config, &kestrel_trainer::progress::Progress::plain()).expect("prepare");
     assert_eq!(
         prepared.dataset.classes,
         vec!["chat noir 猫".to_string(), "dog".to_string()]
@@ -976,7 +1044,7 @@ fn a_dataset_of_bad_files_skips_and_counts_each_one() {
     }
     let decodable = cases.len() - refused.len();
     assert_eq!(
-        prepared.train.images.len() + prepared.val.len(),
+        prepared.train.len() + prepared.val.len(),
         decodable + 8,
         "every decodable kind used"
     );

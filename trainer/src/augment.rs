@@ -22,6 +22,16 @@ pub fn augmented(
     rng: &mut SplitMix64,
     out: &mut [f32],
 ) -> Result<(), PreprocessError> {
+    normalize_into(&augmented_rgb(image, spec, aug, rng)?, spec, out)
+}
+
+/// One random augmented view of `image` at the input size, before normalisation.
+pub fn augmented_rgb(
+    image: &DynamicImage,
+    spec: &PreprocessSpec,
+    aug: &Augment,
+    rng: &mut SplitMix64,
+) -> Result<RgbImage, PreprocessError> {
     let (w, h) = (image.width(), image.height());
     let (x, y, cw, ch) = if aug.crop_min_area < 1.0 {
         random_crop(w, h, aug.crop_min_area, rng)
@@ -45,7 +55,7 @@ pub fn augmented(
     if aug.erasing > 0.0 && rng.next_f64() < aug.erasing as f64 {
         erase(&mut view, rng);
     }
-    normalize_into(&view, spec, out)
+    Ok(view)
 }
 
 /// Inception-style random resized crop: area share in [min_area, 1], aspect ratio in [3/4, 4/3].

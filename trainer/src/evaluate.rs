@@ -7,13 +7,19 @@ use kestrel_runtime::{Classifier, LoadOptions};
 use rayon::prelude::*;
 
 use crate::dataset::{Sample, is_image};
-use crate::images::{self, Skipped};
+use crate::images::{self, CacheError, Skipped};
 use crate::metrics::{self, Evaluation};
+use crate::progress::Progress;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
     Classifier(#[from] kestrel_runtime::ClassifierError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -70,14 +76,28 @@ pub fn evaluate_folder(model: &Path, data: &Path) -> Result<(Evaluation, Vec<Ski
             path: data.to_path_buf(),
         });
     }
-    let set = images::preprocess_for_eval(&samples, &classifier.metadata().preprocess, DEFAULT_MAX_PIXELS);
-    let logits = logits(&classifier, &set.data)?;
+    let set = images::preprocess_for_eval(
+        &samples,
+        &classifier.metadata().preprocess,
+        DEFAULT_MAX_PIXELS,
+        Store::in_memory(),
+        &Progress::auto(),
+    )?;
+    let logits = logits(&classifier, &set.crops)?;
     Ok((metrics::evaluate(&logits, &set.labels, &labels), set.skipped))
 }
 
-/// Row-major logits of the preprocessed images packed in `data`, inferred in parallel.
-pub fn logits(classifier: &Classifier, data: &[f32]) -> Result<Vec<f32>, kestrel_runtime::ClassifierError> {
-    let len = classifier.metadata().preprocess.tensor_len();
-    let rows: Result<Vec<Vec<f32>>, _> = data.par_chunks(len).map(|x| classifier.logits(x)).collect();
+/// Row-major logits of `crops` (8-bit, at the model's input size, as
+/// [`images::preprocess_for_eval`] stores them), inferred in parallel.
+pub fn logits(classifier: &Classifier, crops: &Store) -> Result<Vec<f32>, CacheError> {
+    let spec = &classifier.metadata().preprocess;
+    let rows: Result<Vec<Vec<f32>>, CacheError> = (0..crops.len())
+        .into_par_iter()
+        .map(|i| {
+            let mut x = vec![0.0f32; spec.tensor_len()];
+            images::tensor_into(crops, i, spec, &mut x)?;
+            Ok(classifier.logits(&x)?)
+        })
+        .collect();
     Ok(rows?.into_iter().flatten().collect())
 }

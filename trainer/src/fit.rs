@@ -27,9 +27,10 @@ use crate::checkpoint::{self, EpochRow, Phase, RunState};
 use crate::config::{ClassWeights, FitConfig, Monitor, OptimizerKind, Schedule};
 use crate::dataset::{Dataset, SplitMix64, SplitOptions};
 use crate::efficientnet::{EfficientNet, FEATURES};
-use crate::images::{self, DecodedSet, Skipped, TensorSet};
+use crate::images::{self, CacheError, DecodedSet, EvalSet, Skipped};
 use crate::metrics::{self, Evaluation};
 use crate::progress::Progress;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
@@ -43,6 +44,10 @@ pub enum FitError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
     Preprocess(#[from] kestrel_runtime::preprocess::PreprocessError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -192,7 +197,9 @@ fn monitored(config: &FitConfig, eval: &Evaluation) -> f64 {
     }
 }
 
-/// Pooled features of `n` images of `len` floats each, produced by `fill(i, out)`.
+/// Pooled features of `n` images of `len` floats each, produced by `fill(i, out)`; each batch's
+/// rows (`FEATURES` values each) go to `emit` in order.
+#[allow(clippy::too_many_arguments)]
 fn features_of(
     model: &EfficientNet,
     spec: &PreprocessSpec,
@@ -201,9 +208,9 @@ fn features_of(
     device: &Device,
     progress: &Progress,
     fill: impl Fn(usize, &mut [f32]) -> Result<(), FitError> + Sync,
-) -> Result<Vec<f32>, FitError> {
+    mut emit: impl FnMut(&[f32]) -> Result<(), FitError>,
+) -> Result<(), FitError> {
     let len = spec.tensor_len();
-    let mut out = Vec::with_capacity(n * FEATURES);
     let bar = progress.bar(n as u64, "features");
     for start in (0..n).step_by(batch.max(1)) {
         let end = (start + batch).min(n);
@@ -212,25 +219,26 @@ fn features_of(
             .enumerate()
             .try_for_each(|(i, chunk)| fill(start + i, chunk))?;
         let x = Tensor::<4>::from_data(TensorData::new(data, spec.batch_shape(end - start)), device);
-        out.extend(to_vec(model.features(x))?);
+        emit(&to_vec(model.features(x))?)?;
         bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
-    Ok(out)
+    Ok(())
 }
 
-/// The data of a run, decoded once.
+/// The data of a run, decoded once into nameless cache files in the run folder (see
+/// [`crate::store`]): memory does not grow with the data set.
 #[derive(Debug)]
 pub struct Prepared {
     pub dataset: Dataset,
     pub spec: PreprocessSpec,
     pub train: DecodedSet,
-    pub val: TensorSet,
+    pub val: EvalSet,
     pub skipped: Vec<Skipped>,
 }
 
 /// Scan, split and decode the data per `config`; fails before any training on unusable data.
-pub fn prepare(config: &FitConfig) -> Result<Prepared, FitError> {
+pub fn prepare(config: &FitConfig, progress: &Progress) -> Result<Prepared, FitError> {
     let dataset = Dataset::scan(
         &config.data,
         &SplitOptions {
@@ -257,12 +265,20 @@ pub fn prepare(config: &FitConfig) -> Result<Prepared, FitError> {
             .build_global();
     }
     let started = Instant::now();
-    let train = images::decode_for_training(&dataset.train, cache_side(config), config.max_pixels);
-    let val = images::preprocess_for_eval(&dataset.val, &spec, config.max_pixels);
+    let cache = || Store::on_disk(&config.out);
+    let train = images::decode_for_training(
+        &dataset.train,
+        cache_side(config),
+        config.max_pixels,
+        cache()?,
+        progress,
+    )?;
+    let val = images::preprocess_for_eval(&dataset.val, &spec, config.max_pixels, cache()?, progress)?;
     tracing::info!(
-        "decoded {} images in {:.1}s",
-        train.images.len() + val.len(),
-        started.elapsed().as_secs_f64()
+        "decoded {} images in {:.1}s ({:.0} MB cached on disk)",
+        train.len() + val.len(),
+        started.elapsed().as_secs_f64(),
+        (train.images.bytes() + val.crops.bytes()) as f64 / 1e6
     );
     for (c, class) in dataset.classes.iter().enumerate() {
         if !train.labels.contains(&c) {
@@ -288,15 +304,26 @@ pub fn pretrained_model(config: &FitConfig, classes: usize, device: &Device) -> 
     Ok(model.with_classes(classes, device).with_dropout(config.dropout))
 }
 
-/// The phase-1 feature cache: pooled backbone features of every training view and validation
-/// image, computed once.
+/// The phase-1 feature cache: pooled backbone features of every training view (on disk, one
+/// record per view) and validation image (in memory), computed once.
 #[derive(Debug)]
 pub struct HeadFeatures {
-    /// `labels.len() × FEATURES`.
-    pub train: Vec<f32>,
+    /// `labels.len()` rows of `FEATURES`.
+    pub train: Store,
     pub labels: Vec<usize>,
     /// `val.len() × FEATURES`.
     pub val: Vec<f32>,
+}
+
+impl HeadFeatures {
+    /// The training rows `batch`, packed, with their labels.
+    pub fn batch(&self, batch: &[usize]) -> Result<(Vec<f32>, Vec<usize>), StoreError> {
+        let mut x = vec![0.0f32; batch.len() * FEATURES];
+        for (out, &i) in x.chunks_exact_mut(FEATURES).zip(batch) {
+            self.train.f32_into(i, out)?;
+        }
+        Ok((x, batch.iter().map(|&i| self.labels[i]).collect()))
+    }
 }
 
 pub fn head_features(
@@ -309,10 +336,11 @@ pub fn head_features(
     let backbone = model.valid();
     let spec = &data.spec;
     let views = 1 + config.feature_views;
-    let n_train = data.train.images.len();
+    let n_train = data.train.len();
     let started = Instant::now();
+    let mut train = Store::on_disk(&config.out)?;
     // View 0 is the plain evaluation view; views 1.. are augmented, seeded per image and view.
-    let train = features_of(
+    features_of(
         &backbone,
         spec,
         n_train * views,
@@ -321,27 +349,34 @@ pub fn head_features(
         progress,
         |i, out| {
             let (image, view) = (i % n_train, i / n_train);
-            let img = &data.train.images[image];
+            let img = data.train.image(image)?;
             if view == 0 {
-                augment::plain(img, spec, out)?;
+                augment::plain(&img, spec, out)?;
             } else {
                 let mut rng = rng_for(config.seed, 1, image as u64, view as u64);
-                augment::augmented(img, spec, &config.augment, &mut rng, out)?;
+                augment::augmented(&img, spec, &config.augment, &mut rng, out)?;
+            }
+            Ok(())
+        },
+        |rows| {
+            for row in rows.chunks_exact(FEATURES) {
+                train.push_f32(row)?;
             }
             Ok(())
         },
     )?;
     let labels: Vec<usize> = (0..n_train * views).map(|i| data.train.labels[i % n_train]).collect();
-    let len = spec.tensor_len();
-    let val = features_of(
+    let mut val = Vec::with_capacity(data.val.len() * FEATURES);
+    features_of(
         &backbone,
         spec,
         data.val.len(),
         config.batch_size,
         &device,
         progress,
-        |i, out| {
-            out.copy_from_slice(&data.val.data[i * len..(i + 1) * len]);
+        |i, out| Ok(data.val.tensor_into(i, spec, out)?),
+        |rows| {
+            val.extend_from_slice(rows);
             Ok(())
         },
     )?;
@@ -377,7 +412,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
     remove_stale_temps(&run)?;
     write(&run.config(), &config.to_toml())?;
 
-    let data = prepare(config)?;
+    let data = prepare(config, progress)?;
 
     let device = config.backend.device();
     device.seed(config.seed);
@@ -414,7 +449,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
     if config.finetune_epochs > 0 {
         model = finetune_phase(config, &run, &data, model, &mut state, &optim_bytes, progress)?;
     }
-    let logits = predict(&model, &data.spec, &data.val.data, config.batch_size, &device)?;
+    let logits = predict(&model, &data.spec, &data.val, config.batch_size, &device)?;
     let validation = metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes);
     Ok(Fitted {
         model,
@@ -456,16 +491,18 @@ fn new_state(phase: Phase, history: Vec<EpochRow>) -> RunState {
 pub fn predict(
     model: &EfficientNet,
     spec: &PreprocessSpec,
-    data: &[f32],
+    set: &EvalSet,
     batch: usize,
     device: &Device,
 ) -> Result<Vec<f32>, FitError> {
     let model = model.valid();
-    let len = spec.tensor_len();
     let mut out = Vec::new();
-    for chunk in data.chunks(len * batch.max(1)) {
-        let n = chunk.len() / len;
-        let x = Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), spec.batch_shape(n)), device);
+    for start in (0..set.len()).step_by(batch.max(1)) {
+        let end = (start + batch.max(1)).min(set.len());
+        let x = Tensor::<4>::from_data(
+            TensorData::new(set.tensors(start..end, spec)?, spec.batch_shape(end - start)),
+            device,
+        );
         out.extend(to_vec(model.forward(x))?);
     }
     Ok(out)
@@ -610,14 +647,13 @@ fn head_phase(
 ) -> Result<EfficientNet, FitError> {
     let device = config.backend.device();
     let features = head_features(config, &model, data, progress)?;
-    let (train_features, train_labels) = (&features.train, &features.labels);
     let train_device = device.clone().autodiff();
     // fork moves to the autodiff device; train() then turns gradient tracking on.
     let mut head: Linear = model.fc.clone().fork(&train_device).train();
     let dropout = model.dropout.clone();
     let loss_fn = loss_fn(config, &data.dataset, &train_device);
     let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
-    let n = train_labels.len();
+    let n = features.labels.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total = steps_per_epoch * config.head_epochs;
     let val_x = Tensor::<2>::from_data(
@@ -631,11 +667,7 @@ fn head_phase(
         rng_for(config.seed, 2, epoch as u64, 0).shuffle(&mut order);
         let (mut loss_sum, mut lr) = (0.0, 0.0);
         for (b, batch) in order.chunks(config.batch_size).enumerate() {
-            let mut x = Vec::with_capacity(batch.len() * FEATURES);
-            for &i in batch {
-                x.extend_from_slice(&train_features[i * FEATURES..(i + 1) * FEATURES]);
-            }
-            let labels: Vec<usize> = batch.iter().map(|&i| train_labels[i]).collect();
+            let (x, labels) = features.batch(batch)?;
             let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), FEATURES]), &train_device);
             let logits = head.forward(dropout.forward(x));
             let loss = loss_fn.forward(logits, labels_tensor(&labels, &train_device));
@@ -716,7 +748,7 @@ fn finetune_phase(
         .train();
     let loss_fn = loss_fn(config, dataset, &train_device);
     let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
-    let n = data.train.images.len();
+    let n = data.train.len();
     let len = spec.tensor_len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total = steps_per_epoch * config.finetune_epochs;
@@ -730,13 +762,13 @@ fn finetune_phase(
         let bar = progress.bar(n as u64, &format!("finetune epoch {}", epoch + 1));
         for (b, batch) in order.chunks(config.batch_size).enumerate() {
             let mut pixels = vec![0.0f32; batch.len() * len];
-            pixels
-                .par_chunks_exact_mut(len)
-                .zip(batch.par_iter())
-                .try_for_each(|(out, &i)| {
+            pixels.par_chunks_exact_mut(len).zip(batch.par_iter()).try_for_each(
+                |(out, &i)| -> Result<(), FitError> {
                     let mut rng = rng_for(config.seed, 4, epoch as u64, i as u64);
-                    augment::augmented(&data.train.images[i], spec, &config.augment, &mut rng, out)
-                })?;
+                    augment::augmented(&data.train.image(i)?, spec, &config.augment, &mut rng, out)?;
+                    Ok(())
+                },
+            )?;
             let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
             let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(batch.len())), &train_device);
             let loss = loss_fn.forward(model.forward(x), labels_tensor(&labels, &train_device));
@@ -757,7 +789,7 @@ fn finetune_phase(
         }
         bar.finish_and_clear();
         let eval_model = model.valid();
-        let logits = predict(&eval_model, spec, &data.val.data, config.batch_size, &device)?;
+        let logits = predict(&eval_model, spec, &data.val, config.batch_size, &device)?;
         let eval = metrics::evaluate(&logits, &data.val.labels, &dataset.classes);
         let train = EpochTrain {
             phase: Phase::Finetune,

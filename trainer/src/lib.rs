@@ -27,6 +27,7 @@ pub mod progress;
 pub mod quantize;
 pub mod report;
 pub mod sample_data;
+pub mod store;
 pub mod weights;
 
 pub use efficientnet::EfficientNet;

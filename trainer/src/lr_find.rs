@@ -45,11 +45,11 @@ pub fn lr_find(
         backend: config.backend.resolve(),
         ..config.clone()
     };
-    let data = fit::prepare(config)?;
+    let data = fit::prepare(config, progress)?;
     let device = config.backend.device();
     let model = fit::pretrained_model(config, data.dataset.classes.len(), &device)?;
     let features = fit::head_features(config, &model, &data, progress)?;
-    Ok(range_test(config, &model, &features, &data.dataset, start, end, steps))
+    range_test(config, &model, &features, &data.dataset, start, end, steps)
 }
 
 fn range_test(
@@ -60,7 +60,7 @@ fn range_test(
     start: f64,
     end: f64,
     steps: usize,
-) -> LrFinding {
+) -> Result<LrFinding, FitError> {
     let train_device = config.backend.device().autodiff();
     let mut head: Linear = model.fc.clone().fork(&train_device).train();
     let dropout = model.dropout.clone();
@@ -78,11 +78,7 @@ fn range_test(
             rng.shuffle(&mut order);
         }
         let batch: Vec<usize> = order.split_off(order.len() - config.batch_size.min(order.len()));
-        let mut x = Vec::with_capacity(batch.len() * FEATURES);
-        for &i in &batch {
-            x.extend_from_slice(&features.train[i * FEATURES..(i + 1) * FEATURES]);
-        }
-        let labels: Vec<usize> = batch.iter().map(|&i| features.labels[i]).collect();
+        let (x, labels) = features.batch(&batch)?;
         let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), FEATURES]), &train_device);
         let loss = loss_fn.forward(
             head.forward(dropout.forward(x)),
@@ -101,11 +97,11 @@ fn range_test(
         head = optim.step(lr, head, grads);
     }
     let (suggested, min_loss_lr) = suggest(&points);
-    LrFinding {
+    Ok(LrFinding {
         points,
         suggested,
         min_loss_lr,
-    }
+    })
 }
 
 /// Steepest negative slope of loss against log(lr), skipping the noisy first and last tenth;

@@ -28,6 +28,10 @@ pub enum ReportError {
     Bundle(#[from] kestrel_runtime::BundleError),
     #[error(transparent)]
     Quantize(#[from] crate::quantize::QuantizeError),
+    #[error(transparent)]
+    Cache(#[from] crate::images::CacheError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +87,13 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<Fi
         },
     };
     let len = spec.tensor_len();
-    let check: Vec<Vec<f32>> = fitted.data.val.data.chunks(len).take(4).map(<[f32]>::to_vec).collect();
+    let check: Vec<Vec<f32>> = fitted
+        .data
+        .val
+        .tensors(0..fitted.data.val.len().min(4), spec)?
+        .chunks(len)
+        .map(<[f32]>::to_vec)
+        .collect();
     let model_path = run.model();
     let parity = export::export_bundle(
         &fitted.model,
@@ -94,7 +104,7 @@ pub fn finish(run: &RunDir, fitted: &Fitted, backbone_source: &str) -> Result<Fi
     )?;
 
     let evaluation = evaluate_in_runtime(&model_path, fitted)?;
-    let test = evaluate_test_split(&model_path, fitted)?;
+    let test = evaluate_test_split(run, &model_path, fitted)?;
     let card_metrics = &mut metadata.model_card.metrics;
     card_metrics.insert("val_top1".into(), evaluation.top1);
     card_metrics.insert(format!("val_top{}", evaluation.k), evaluation.topk);
@@ -134,12 +144,18 @@ pub fn evaluate_in_runtime(model: &Path, fitted: &Fitted) -> Result<Evaluation, 
 
 /// The `test/` split, when the folder has one: decoded only now, at the end, and run once
 /// through the runtime, so nothing during training could have looked at it.
-fn evaluate_test_split(model: &Path, fitted: &Fitted) -> Result<Option<Evaluation>, ReportError> {
+fn evaluate_test_split(run: &RunDir, model: &Path, fitted: &Fitted) -> Result<Option<Evaluation>, ReportError> {
     let test = &fitted.data.dataset.test;
     if test.is_empty() {
         return Ok(None);
     }
-    let set = crate::images::preprocess_for_eval(test, &fitted.data.spec, kestrel_runtime::decode::DEFAULT_MAX_PIXELS);
+    let set = crate::images::preprocess_for_eval(
+        test,
+        &fitted.data.spec,
+        kestrel_runtime::decode::DEFAULT_MAX_PIXELS,
+        crate::store::Store::on_disk(&run.0)?,
+        &crate::progress::Progress::auto(),
+    )?;
     for s in &set.skipped {
         tracing::warn!("test split: skipped {}: {}", s.path.display(), s.reason);
     }
@@ -149,12 +165,13 @@ fn evaluate_test_split(model: &Path, fitted: &Fitted) -> Result<Option<Evaluatio
     evaluate_set(model, &set, fitted).map(Some)
 }
 
-fn evaluate_set(model: &Path, set: &crate::images::TensorSet, fitted: &Fitted) -> Result<Evaluation, ReportError> {
+fn evaluate_set(model: &Path, set: &crate::images::EvalSet, fitted: &Fitted) -> Result<Evaluation, ReportError> {
     let classifier = Classifier::load(model, &LoadOptions::default())?;
-    let len = fitted.data.spec.tensor_len();
     let mut logits = Vec::with_capacity(set.len() * fitted.data.dataset.classes.len());
-    for image in set.data.chunks(len) {
-        logits.extend(classifier.logits(image)?);
+    let mut x = vec![0.0f32; fitted.data.spec.tensor_len()];
+    for i in 0..set.len() {
+        set.tensor_into(i, &fitted.data.spec, &mut x)?;
+        logits.extend(classifier.logits(&x)?);
     }
     Ok(metrics::evaluate(&logits, &set.labels, &fitted.data.dataset.classes))
 }
@@ -171,13 +188,14 @@ pub fn quantize(
     let out = run.0.join("model.int8.onnx");
     let float = Bundle::read(&run.model())?;
     let data = inputs::from_run(
-        &fitted.data.train.images,
+        &fitted.data.train,
         &fitted.data.val,
         &fitted.data.dataset.classes,
         &fitted.data.spec,
-        512,
+        // Calibration tensors only for a scheme that reads them (512 take 300 MB at 224 px).
+        if config.int8_scheme.needs_calibration() { 512 } else { 0 },
         config.seed,
-    );
+    )?;
     let request = gate::Request {
         scheme: config.int8_scheme,
         per_channel: true,

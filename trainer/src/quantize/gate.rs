@@ -5,6 +5,7 @@
 //! kept in float.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kestrel_runtime::bundle::Bundle;
 use kestrel_runtime::{Classifier, LoadOptions};
@@ -15,15 +16,17 @@ use super::calibrate::{Calibration, RangeMethod};
 use super::{Options, QuantizeError, Rewritten, Scheme, quantize};
 use crate::evaluate::logits;
 use crate::metrics::{self, Evaluation};
+use crate::store::Store;
 
 /// The percentile tried beside min/max.
 pub const PERCENTILE: f64 = 0.9999;
 
-/// Held-out images as runtime tensors. Without true labels (`labelled == false`) the labels are
-/// the float model's own top-1, so "accuracy" reads as agreement with float.
+/// Held-out images as the runtime crops them (8-bit, at the input size). Without true labels
+/// (`labelled == false`) the labels are the float model's own top-1, so "accuracy" reads as
+/// agreement with float.
 #[derive(Debug, Clone)]
 pub struct Held {
-    pub data: Vec<f32>,
+    pub crops: Arc<Store>,
     pub labels: Vec<usize>,
     pub classes: Vec<String>,
     pub labelled: bool,
@@ -119,8 +122,8 @@ fn evaluate(bundle: Bundle, path: &Path, held: &Held) -> Result<Evaluation, Quan
         path: path.to_path_buf(),
         source,
     };
-    let classifier = Classifier::from_bundle(bundle, path, &LoadOptions::default()).map_err(err)?;
-    let logits = logits(&classifier, &held.data).map_err(err)?;
+    let classifier = Classifier::from_bundle(bundle, path, &LoadOptions::default()).map_err(|e| err(e.into()))?;
+    let logits = logits(&classifier, &held.crops).map_err(err)?;
     Ok(metrics::evaluate(&logits, &held.labels, &held.classes))
 }
 
@@ -135,16 +138,12 @@ pub fn confident_float_answers(bundle: &Bundle, path: &Path, held: &Held) -> Res
         path: path.to_path_buf(),
         source,
     };
-    let len = bundle.metadata.preprocess.tensor_len();
     let classes = bundle.metadata.labels.len().max(1);
-    let classifier = Classifier::from_bundle(bundle.clone(), path, &LoadOptions::default()).map_err(err)?;
-    let logits = logits(&classifier, &held.data).map_err(err)?;
-    let mut kept = Held {
-        data: Vec::new(),
-        labels: Vec::new(),
-        ..held.clone()
-    };
-    for (image, row) in held.data.chunks(len).zip(logits.chunks(classes)) {
+    let classifier =
+        Classifier::from_bundle(bundle.clone(), path, &LoadOptions::default()).map_err(|e| err(e.into()))?;
+    let logits = logits(&classifier, &held.crops).map_err(err)?;
+    let (mut crops, mut labels) = (Store::in_memory(), Vec::new());
+    for (image, row) in logits.chunks(classes).enumerate() {
         let p = kestrel_runtime::classifier::softmax(row);
         let best = p
             .iter()
@@ -153,20 +152,24 @@ pub fn confident_float_answers(bundle: &Bundle, path: &Path, held: &Held) -> Res
         if let Some((top, &prob)) = best
             && prob >= CONFIDENT
         {
-            kept.data.extend_from_slice(image);
-            kept.labels.push(top);
+            crops.push_image(&held.crops.image(image)?)?;
+            labels.push(top);
         }
     }
-    if kept.labels.is_empty() {
+    if labels.is_empty() {
         return Err(QuantizeError::NoImages {
             hint: format!(
                 "the float model answers none of the {} held-out images with probability ≥ {CONFIDENT}; calibrate \
                  on photos of the classes it knows, or on class folders named like its labels",
-                held.data.len() / len.max(1)
+                held.labels.len()
             ),
         });
     }
-    Ok(kept)
+    Ok(Held {
+        crops: Arc::new(crops),
+        labels,
+        ..held.clone()
+    })
 }
 
 /// Conv nodes ranked most sensitive first, by the estimated noise-to-signal ratio of the

@@ -6,10 +6,12 @@
 //! gate measures agreement with the float model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use image::DynamicImage;
+use image::{DynamicImage, RgbImage};
 use kestrel_runtime::PreprocessSpec;
 use kestrel_runtime::decode::DEFAULT_MAX_PIXELS;
+use kestrel_runtime::preprocess::{normalize_into, resize_to_input};
 use rayon::prelude::*;
 
 use super::QuantizeError;
@@ -17,7 +19,9 @@ use super::gate::Held;
 use crate::augment;
 use crate::config::Augment;
 use crate::dataset::{Dataset, Sample, SplitMix64, SplitOptions, is_image};
-use crate::images::{self, Skipped};
+use crate::images::{self, DecodedSet, EvalSet, Skipped};
+use crate::progress::Progress;
+use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct InputOptions {
@@ -94,9 +98,9 @@ fn labelled(dir: &Path, labels: &[String], seed: u64, val_fraction: f64) -> Opti
     Some((remap(&dataset.train), remap(&dataset.val)))
 }
 
-/// `views` tensors per image (the plain runtime view first, then augmented crops), each with the
-/// index of its image.
-fn views(images: &[DynamicImage], spec: &PreprocessSpec, views: usize, seed: u64) -> Vec<(usize, Vec<f32>)> {
+/// `views` crops at the input size per image (the plain runtime view first, then augmented
+/// crops), each with the index of its image.
+fn views(images: &[DynamicImage], spec: &PreprocessSpec, views: usize, seed: u64) -> Vec<(usize, RgbImage)> {
     let aug = Augment {
         rotation_degrees: 0.0,
         erasing: 0.0,
@@ -109,17 +113,32 @@ fn views(images: &[DynamicImage], spec: &PreprocessSpec, views: usize, seed: u64
             let mut rng = SplitMix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             (0..views.max(1))
                 .filter_map(|v| {
-                    let mut out = vec![0.0f32; spec.tensor_len()];
-                    let done = if v == 0 {
-                        augment::plain(img, spec, &mut out)
+                    let crop = if v == 0 {
+                        resize_to_input(img, spec)
                     } else {
-                        augment::augmented(img, spec, &aug, &mut rng, &mut out)
+                        augment::augmented_rgb(img, spec, &aug, &mut rng)
                     };
-                    done.ok().map(|_| (i, out))
+                    crop.ok().map(|c| (i, c))
                 })
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Calibration tensors: the crops normalised as the runtime does.
+fn normalised(crops: Vec<(usize, RgbImage)>, spec: &PreprocessSpec) -> Vec<Vec<f32>> {
+    crops
+        .into_par_iter()
+        .filter_map(|(_, crop)| {
+            let mut out = vec![0.0f32; spec.tensor_len()];
+            normalize_into(&crop, spec, &mut out).ok().map(|_| out)
+        })
+        .collect()
+}
+
+/// Decoded images of `set`, in order (a store read failure drops the image).
+fn images_of(set: &DecodedSet, indices: impl Iterator<Item = usize>) -> Result<Vec<DynamicImage>, QuantizeError> {
+    indices.map(|i| Ok(set.image(i)?)).collect()
 }
 
 /// Calibration and held-out tensors for a model with `labels` and `spec`, from `dir`.
@@ -160,37 +179,44 @@ pub fn from_folder(
     train.truncate(options.images.max(1));
     // Decoded at twice the input size: room for crops, a fraction of the originals' memory.
     let side = 2 * spec.height.max(spec.width);
-    let decoded = images::decode_for_training(&train, side, DEFAULT_MAX_PIXELS);
-    let calibration: Vec<Vec<f32>> = views(&decoded.images, spec, options.views, options.seed)
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let progress = Progress::auto();
+    let decoded = images::decode_for_training(&train, side, DEFAULT_MAX_PIXELS, Store::in_memory(), &progress)?;
+    let calibration = normalised(
+        views(
+            &images_of(&decoded, 0..decoded.len())?,
+            spec,
+            options.views,
+            options.seed,
+        ),
+        spec,
+    );
     let mut skipped = decoded.skipped;
     let held = if options.views <= 1 {
-        let set = images::preprocess_for_eval(&val, spec, DEFAULT_MAX_PIXELS);
+        let set = images::preprocess_for_eval(&val, spec, DEFAULT_MAX_PIXELS, Store::in_memory(), &progress)?;
         skipped.extend(set.skipped);
         Held {
-            data: set.data,
+            crops: set.crops,
             labels: set.labels,
             classes: labels.to_vec(),
             labelled: is_labelled,
         }
     } else {
-        let decoded = images::decode_for_training(&val, side, DEFAULT_MAX_PIXELS);
+        let decoded = images::decode_for_training(&val, side, DEFAULT_MAX_PIXELS, Store::in_memory(), &progress)?;
+        let (mut crops, mut labels_of) = (Store::in_memory(), Vec::new());
+        let originals = images_of(&decoded, 0..decoded.len())?;
         skipped.extend(decoded.skipped);
-        let (mut data, mut labels_of) = (Vec::new(), Vec::new());
-        for (i, t) in views(&decoded.images, spec, options.views, options.seed ^ 0x4E1D) {
-            data.extend(t);
+        for (i, crop) in views(&originals, spec, options.views, options.seed ^ 0x4E1D) {
+            crops.push_image(&crop)?;
             labels_of.push(decoded.labels[i]);
         }
         Held {
-            data,
+            crops: Arc::new(crops),
             labels: labels_of,
             classes: labels.to_vec(),
             labelled: is_labelled,
         }
     };
-    if calibration.is_empty() || held.data.is_empty() {
+    if calibration.is_empty() || held.labels.is_empty() {
         return Err(QuantizeError::NoImages {
             hint: format!("no image in {} could be decoded", dir.display()),
         });
@@ -215,30 +241,31 @@ pub fn from_folder(
 }
 
 /// Calibration from a training run's decoded training split (plain runtime views, at most
-/// `limit` images) and its validation tensors as the held-out set.
+/// `limit` images; none for 0) and its validation crops as the held-out set (shared, not
+/// copied).
 pub fn from_run(
-    train: &[DynamicImage],
-    val: &images::TensorSet,
+    train: &DecodedSet,
+    val: &EvalSet,
     classes: &[String],
     spec: &PreprocessSpec,
     limit: usize,
     seed: u64,
-) -> Inputs {
+) -> Result<Inputs, QuantizeError> {
     let mut order: Vec<usize> = (0..train.len()).collect();
     SplitMix64(seed ^ 0xCA11).shuffle(&mut order);
-    order.truncate(limit.max(1));
+    order.truncate(limit);
     order.sort_unstable();
-    let chosen: Vec<DynamicImage> = order.iter().map(|&i| train[i].clone()).collect();
-    let calibration = views(&chosen, spec, 1, seed).into_iter().map(|(_, t)| t).collect();
-    Inputs {
+    let chosen = images_of(train, order.iter().copied())?;
+    let calibration = normalised(views(&chosen, spec, 1, seed), spec);
+    Ok(Inputs {
         calibration,
         held: Held {
-            data: val.data.clone(),
+            crops: Arc::clone(&val.crops),
             labels: val.labels.clone(),
             classes: classes.to_vec(),
             labelled: true,
         },
         skipped: Vec::new(),
         source: format!("the run's training split ({} images)", order.len()),
-    }
+    })
 }

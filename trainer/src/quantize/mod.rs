@@ -35,8 +35,10 @@ pub enum QuantizeError {
     Evaluate {
         path: PathBuf,
         #[source]
-        source: kestrel_runtime::ClassifierError,
+        source: crate::images::CacheError,
     },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("no calibration images: {hint}")]
     NoImages { hint: String },
 }
