@@ -6,15 +6,18 @@
 //!   for bit (f32 depthwise: within f32 rounding), and the tests check every path this CPU has
 //!   ([`GemmPath::available`], [`depthwise_paths`], [`depthwise_f32_paths`]) on random shapes,
 //!   strides, paddings and zero points.
-//! - [`portable`] (GEMM, im2col, add) and `depthwise` are safe Rust written so that LLVM
-//!   vectorises it. It is the path on aarch64 (NEON is part of the base ISA there, so it
-//!   vectorises without any runtime check; the depthwise blocks compile to four independent
-//!   `fmla .4s` chains per row), and on any x86 CPU without AVX2.
+//! - [`portable`] (GEMM driver and tile, im2col, add) and `depthwise` are safe Rust written so
+//!   that LLVM vectorises it: the depthwise blocks compile on aarch64 to four independent
+//!   `fmla .4s` chains per row. It runs on any CPU; the GEMM's driver (tiling, padding rows,
+//!   requantisation) is shared by every GEMM path.
 //! - `x86` holds what needs intrinsics, picked at run time: the GEMM as AVX-512 VNNI `vpdpbusd`
 //!   (64 products per instruction; 3–5× the AVX2 form here) or AVX2 `vpmaddwd` (LLVM forms
 //!   neither from the plain loop: the portable GEMM measured 6–8× slower than `vpmaddwd`), and
 //!   the depthwise blocks with eight FMA chains, masked loads and stores and in-register
-//!   requantisation. It is the only module that may use `unsafe`.
+//!   requantisation.
+//! - `aarch64` holds the GEMM's register tiles in NEON (`SMULL`/`SADALP` on i8 pairs, and
+//!   `SMLAL` by lane for weights holding a −128): the Pi's pointwise convolutions. LLVM compiled
+//!   the portable tile to scalar code there. `x86` and `aarch64` are the only modules that may use `unsafe`.
 //!
 //! Depthwise convolutions compute in f32, exactly: every operand is an integer (|x − zx| ≤ 255,
 //! |w| ≤ 128) and a 5×5 window's sum stays below 25·255·128 < 2²², where f32 is exact (up to 128
@@ -30,6 +33,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod depthwise;
 pub mod portable;
 pub mod reference;
@@ -126,7 +131,10 @@ pub fn isa() -> &'static str {
         GemmPath::Vnni => "x86-64 AVX-512 VNNI (vpdpbusd GEMM, f32-exact depthwise)",
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx2 => "x86-64 AVX2 (vpmaddwd GEMM, f32-exact depthwise)",
-        GemmPath::Portable if cfg!(target_arch = "aarch64") => "aarch64 NEON (auto-vectorised)",
+        #[cfg(target_arch = "aarch64")]
+        GemmPath::NeonMull => "aarch64 NEON (SMULL/SADALP GEMM, f32-exact depthwise)",
+        #[cfg(target_arch = "aarch64")]
+        GemmPath::NeonLane => "aarch64 NEON (SMLAL-by-lane GEMM, f32-exact depthwise)",
         GemmPath::Portable => "portable (no SIMD detected)",
     }
 }
@@ -141,6 +149,13 @@ pub enum GemmPath {
     /// AVX2 `vpmaddwd`: 16 products per instruction.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// NEON `SMULL`/`SMLAL2` on i8 pairs + `SADALP`: 8 products per multiply instruction.
+    /// Weights holding a −128 are packed for [`GemmPath::NeonLane`] instead.
+    #[cfg(target_arch = "aarch64")]
+    NeonMull,
+    /// NEON `SMLAL`/`SMLAL2` by lane: 4 products per instruction, any weights.
+    #[cfg(target_arch = "aarch64")]
+    NeonLane,
     Portable,
 }
 
@@ -157,6 +172,8 @@ impl GemmPath {
                 paths.push(GemmPath::Avx2);
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        paths.extend([GemmPath::NeonMull, GemmPath::NeonLane]);
         paths.push(GemmPath::Portable);
         paths
     }
@@ -165,6 +182,14 @@ impl GemmPath {
         static BEST: std::sync::OnceLock<GemmPath> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| GemmPath::available()[0])
     }
+}
+
+/// Which tile reads [`PackedWeights::Panels`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PanelTile {
+    Portable,
+    #[cfg(target_arch = "aarch64")]
+    NeonLane,
 }
 
 /// GEMM weights, packed once at load for one [`GemmPath`].
@@ -183,8 +208,9 @@ enum PackedWeights {
     Quads(x86::Quads),
     #[cfg(target_arch = "x86_64")]
     Pairs(Vec<i32>),
-    /// The portable path reads `plain`.
-    Plain,
+    Panels(portable::Panels, PanelTile),
+    #[cfg(target_arch = "aarch64")]
+    NeonMull(aarch64::MullWeights),
 }
 
 impl GemmWeights {
@@ -201,7 +227,18 @@ impl GemmWeights {
             GemmPath::Vnni => PackedWeights::Quads(x86::pack_weight_quads(&plain, rows, depth)),
             #[cfg(target_arch = "x86_64")]
             GemmPath::Avx2 => PackedWeights::Pairs(x86::pack_weight_pairs(&plain, rows, depth)),
-            GemmPath::Portable => PackedWeights::Plain,
+            #[cfg(target_arch = "aarch64")]
+            GemmPath::NeonMull => match aarch64::pack_mull_weights(&plain, rows, depth) {
+                Some(w) => PackedWeights::NeonMull(w),
+                None => PackedWeights::Panels(portable::pack_weights(&plain, rows, depth), PanelTile::NeonLane),
+            },
+            #[cfg(target_arch = "aarch64")]
+            GemmPath::NeonLane => {
+                PackedWeights::Panels(portable::pack_weights(&plain, rows, depth), PanelTile::NeonLane)
+            }
+            GemmPath::Portable => {
+                PackedWeights::Panels(portable::pack_weights(&plain, rows, depth), PanelTile::Portable)
+            }
         };
         GemmWeights {
             rows,
@@ -232,7 +269,13 @@ pub enum PackedInput {
         data: Vec<i32>,
         padded: usize,
     },
-    I16(Vec<i16>),
+    I16 {
+        data: Vec<i16>,
+        padded: usize,
+    },
+    /// Columns with the depth contiguous (see `aarch64::pack_mull_input`).
+    #[cfg(target_arch = "aarch64")]
+    Columns(Vec<i8>),
 }
 
 /// Pack `x` (`w.depth × cols` i8) for [`gemm_rows`].
@@ -248,7 +291,12 @@ pub fn pack_input(w: &GemmWeights, x: &[i8], cols: usize) -> PackedInput {
             let (data, padded) = x86::pack_input_pairs(x, w.depth, cols);
             PackedInput::Pairs { data, padded }
         }
-        PackedWeights::Plain => PackedInput::I16(portable::pack_i16(x, w.depth, cols)),
+        PackedWeights::Panels(..) => {
+            let (data, padded) = portable::pack_input(x, w.depth, cols);
+            PackedInput::I16 { data, padded }
+        }
+        #[cfg(target_arch = "aarch64")]
+        PackedWeights::NeonMull(_) => PackedInput::Columns(aarch64::pack_mull_input(x, w.depth, cols)),
     }
 }
 
@@ -272,8 +320,18 @@ pub fn gemm_rows(
         (PackedWeights::Pairs(pairs), PackedInput::Pairs { data, padded }) => {
             x86::gemm_rows(pairs, w.depth, rows, data, *padded, cols, bias, requant, out)
         }
-        (PackedWeights::Plain, PackedInput::I16(x16)) => {
-            portable::gemm_rows(&w.plain, w.depth, rows, x16, cols, bias, requant, out)
+        (PackedWeights::Panels(panels, PanelTile::Portable), PackedInput::I16 { data, padded }) => {
+            portable::gemm_rows(panels, rows, data, *padded, cols, bias, requant, out)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (PackedWeights::Panels(panels, PanelTile::NeonLane), PackedInput::I16 { data, padded }) => {
+            let tile = |r0, c0, b: &[i32; portable::MR]| aarch64::lane_tile(panels, r0, data, *padded, c0, b);
+            portable::gemm_rows_with(tile, rows, cols, bias, requant, out)
+        }
+        #[cfg(target_arch = "aarch64")]
+        (PackedWeights::NeonMull(weights), PackedInput::Columns(xt)) => {
+            let tile = |r0, c0, b: &[i32; portable::MR]| aarch64::mull_tile(weights, r0, xt, c0, b);
+            portable::gemm_rows_with(tile, rows, cols, bias, requant, out)
         }
         #[allow(unreachable_patterns)]
         _ => unreachable!("`pack_input` packs the input for these weights' path"),

@@ -1,4 +1,5 @@
-//! Safe kernels shaped for auto-vectorisation: fixed-width inner loops over contiguous slices.
+//! Safe kernels shaped for auto-vectorisation: fixed-width inner loops over contiguous slices
+//! (on aarch64 these are the product's kernels: NEON is always there, no runtime check).
 //! The `*_body` functions are `#[inline(always)]` so `x86.rs` can compile them again inside an
 //! AVX2+FMA function, where the same loops vectorise eight lanes wide.
 
@@ -6,44 +7,113 @@ use std::ops::Range;
 
 use super::{AddParams, Geometry, Requant};
 
-/// Output columns per GEMM tile: 256 i32 accumulators stay in L1 across the depth loop.
-const TILE: usize = 256;
+/// The GEMM's register tile: `MR` output rows × `NR` output columns of i32 accumulators, 64 in
+/// all: sixteen 128-bit registers on NEON (of 32), so the depth loop runs with every
+/// accumulator in a register. Per step of the depth loop it loads one vector of `NR` inputs and
+/// one of `MR` weights (both widened to i16 at packing) and issues `MR` × 2 widening
+/// multiply-adds by a lane (`SMLAL`/`SMLAL2 .4s, .4h, .h[r]`): 64 MACs for 2 loads. 8 × 8
+/// rather than 4 × 16 because Lite0's last stages have 7 × 7 = 49 columns: padded to 56, not 64.
+pub const MR: usize = 8;
+pub const NR: usize = 8;
 
-/// i8 → i16 once, so the inner loop is a widening multiply-add (SMLAL on NEON).
-pub fn pack_i16(x: &[i8], depth: usize, cols: usize) -> Vec<i16> {
-    x[..depth * cols].iter().map(|&v| v as i16).collect()
+/// Weights transposed to `depth × rows_padded` i16 (`rows_padded = rows + MR`, the extra rows
+/// zero): the `MR` weights of any row `r0` at depth `k` are one contiguous load, so a tile can
+/// start at any row (threads split rows anywhere).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panels {
+    pub data: Vec<i16>,
+    pub rows_padded: usize,
+}
+
+pub fn pack_weights(w: &[i8], rows: usize, depth: usize) -> Panels {
+    let rows_padded = rows + MR;
+    let mut data = vec![0i16; depth * rows_padded];
+    for (r, row) in w.chunks_exact(depth.max(1)).take(rows).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            data[k * rows_padded + r] = v as i16;
+        }
+    }
+    Panels { data, rows_padded }
+}
+
+/// `x` (`depth × cols` i8) widened to i16, columns padded with zeros to a multiple of `NR`.
+/// Returns the data and the padded width.
+pub fn pack_input(x: &[i8], depth: usize, cols: usize) -> (Vec<i16>, usize) {
+    let padded = cols.div_ceil(NR) * NR;
+    let mut data = vec![0i16; depth * padded];
+    for (dst, src) in data
+        .chunks_exact_mut(padded.max(1))
+        .zip(x.chunks_exact(cols.max(1)))
+        .take(depth)
+    {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v as i16;
+        }
+    }
+    (data, padded)
+}
+
+/// One `MR × NR` tile: rows `r0..r0 + MR` (weights) × columns `c0..c0 + NR` (inputs), bias
+/// included, in plain loops: what any CPU runs. (LLVM does not vectorise it well: on aarch64 it
+/// became scalar code, which is why `aarch64.rs` has its own tiles.)
+#[inline(always)]
+pub fn tile(w: &Panels, r0: usize, x16: &[i16], padded: usize, c0: usize, bias: &[i32; MR]) -> [[i32; NR]; MR] {
+    let mut acc = [[0i32; NR]; MR];
+    for (a, &b) in acc.iter_mut().zip(bias) {
+        *a = [b; NR];
+    }
+    for (wk, xk) in w.data.chunks_exact(w.rows_padded).zip(x16.chunks_exact(padded)) {
+        let wv: [i16; MR] = std::array::from_fn(|i| wk[r0 + i]);
+        let xv: [i16; NR] = std::array::from_fn(|i| xk[c0 + i]);
+        for (a, &wr) in acc.iter_mut().zip(&wv) {
+            for (al, &xl) in a.iter_mut().zip(&xv) {
+                *al += wr as i32 * xl as i32;
+            }
+        }
+    }
+    acc
 }
 
 /// Rows `rows` of the product into `out` (those rows only, `rows.len() × cols`).
-#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_rows(
-    w: &[i8],
-    depth: usize,
+    w: &Panels,
     rows: Range<usize>,
     x16: &[i16],
+    padded: usize,
+    cols: usize,
+    bias: &[i32],
+    requant: &Requant,
+    out: &mut [i8],
+) {
+    let block = |r0, c0, b: &[i32; MR]| tile(w, r0, x16, padded, c0, b);
+    gemm_rows_with(block, rows, cols, bias, requant, out)
+}
+
+/// [`gemm_rows`] around any register tile: `tile(r0, c0, bias)` is the `MR × NR` block of
+/// accumulators at rows `r0..`, columns `c0..` (its packing lets it read past the last row and
+/// column). The tiling, the padding rows and the requantisation are the same for every tile.
+#[inline(always)]
+pub fn gemm_rows_with(
+    tile: impl Fn(usize, usize, &[i32; MR]) -> [[i32; NR]; MR],
+    rows: Range<usize>,
     cols: usize,
     bias: &[i32],
     requant: &Requant,
     out: &mut [i8],
 ) {
     let first = rows.start;
-    let mut acc = [0i32; TILE];
-    for start in (0..cols).step_by(TILE) {
-        let n = TILE.min(cols - start);
-        for r in rows.clone() {
-            let acc = &mut acc[..n];
-            acc.fill(bias[r]);
-            let wr = &w[r * depth..(r + 1) * depth];
-            for (k, &wk) in wr.iter().enumerate() {
-                let wk = wk as i16 as i32;
-                let xr = &x16[k * cols + start..k * cols + start + n];
-                for (a, &xv) in acc.iter_mut().zip(xr) {
-                    *a += wk * xv as i32;
-                }
+    for r0 in rows.clone().step_by(MR) {
+        let m = MR.min(rows.end - r0);
+        // Rows past `m` are computed on the zero rows of the padding and not stored.
+        let tile_bias: [i32; MR] = std::array::from_fn(|i| if i < m { bias[r0 + i] } else { 0 });
+        for c0 in (0..cols).step_by(NR) {
+            let n = NR.min(cols - c0);
+            let acc = tile(r0, c0, &tile_bias);
+            for (i, row) in acc.iter().enumerate().take(m) {
+                let o = &mut out[(r0 + i - first) * cols + c0..(r0 + i - first) * cols + c0 + n];
+                requant_row(&row[..n], requant.multiplier[r0 + i], requant, o);
             }
-            let o = &mut out[(r - first) * cols + start..(r - first) * cols + start + n];
-            requant_row(acc, requant.multiplier[r], requant, o);
         }
     }
 }
@@ -60,8 +130,17 @@ pub fn gemm(
     requant: &Requant,
     out: &mut [i8],
 ) {
-    let x16 = pack_i16(x, depth, cols);
-    gemm_rows(w, depth, 0..rows, &x16, cols, bias, requant, out)
+    let (x16, padded) = pack_input(x, depth, cols);
+    gemm_rows(
+        &pack_weights(w, rows, depth),
+        0..rows,
+        &x16,
+        padded,
+        cols,
+        bias,
+        requant,
+        out,
+    )
 }
 
 /// 1.5·2²³. For |v| < 2²², `v + ROUNDER` rounds v to the nearest integer, ties to even (the

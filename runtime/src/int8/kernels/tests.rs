@@ -50,8 +50,46 @@ fn requant_for(rng: &mut Rng, channels: usize, taps: usize) -> Requant {
     }
 }
 
+/// Weights as symmetric quantisers write them (no −128), which the aarch64 mull kernel needs;
+/// the other cases keep −128 and so also test its fallback.
+fn symmetric(mut w: Vec<i8>) -> Vec<i8> {
+    for v in &mut w {
+        *v = (*v).max(-127);
+    }
+    w
+}
+
+/// Every path `GemmPath::available` lists packs for itself, except the mull kernel given a −128.
+fn assert_packed_for(path: GemmPath, w: &GemmWeights) {
+    #[cfg(target_arch = "aarch64")]
+    if path == GemmPath::NeonMull {
+        let mull = matches!(w.packed, PackedWeights::NeonMull(_));
+        assert_eq!(mull, !w.plain.contains(&i8::MIN), "mull packing iff no −128");
+    }
+    let _ = (path, w);
+}
+
 fn bias(rng: &mut Rng, n: usize) -> Vec<i32> {
     (0..n).map(|_| rng.range(-20_000, 20_000)).collect()
+}
+
+/// A random GEMM and its reference output: weights, input, bias, requantisation, expected.
+struct GemmCase {
+    w: Vec<i8>,
+    x: Vec<i8>,
+    b: Vec<i32>,
+    rq: Requant,
+    expected: Vec<i8>,
+}
+
+fn gemm_case(rng: &mut Rng, rows: usize, depth: usize, cols: usize, symmetric_weights: bool) -> GemmCase {
+    let w = rng.i8s(rows * depth);
+    let w = if symmetric_weights { symmetric(w) } else { w };
+    let x = rng.i8s(depth * cols);
+    let b = bias(rng, rows);
+    let rq = requant_for(rng, rows, depth);
+    let expected = reference::gemm(&w, rows, depth, &x, cols, &b, &rq);
+    GemmCase { w, x, b, rq, expected }
 }
 
 #[test]
@@ -61,16 +99,60 @@ fn gemm_matches_the_reference_on_random_shapes() {
         let rows = 1 + rng.below(37);
         let depth = 1 + rng.below(70);
         let cols = 1 + rng.below(300);
-        let w = rng.i8s(rows * depth);
-        let x = rng.i8s(depth * cols);
-        let b = bias(&mut rng, rows);
-        let rq = requant_for(&mut rng, rows, depth);
+        let GemmCase { w, x, b, rq, expected } = gemm_case(&mut rng, rows, depth, cols, case % 2 == 0);
+        for path in GemmPath::available() {
+            let packed = GemmWeights::for_path(w.clone(), rows, depth, path);
+            assert_packed_for(path, &packed);
+            let mut out = vec![0i8; rows * cols];
+            gemm(&packed, &x, cols, &b, &rq, &mut out);
+            assert_eq!(out, expected, "case {case}: {rows}×{depth}·{depth}×{cols} ({path:?})");
+        }
+    }
+}
+
+/// Threads split a GEMM's rows anywhere: a row range that starts and ends inside a register tile
+/// must give exactly those rows of the whole product, on every path.
+#[test]
+fn gemm_row_ranges_give_those_rows_of_the_product() {
+    let mut rng = Rng(7);
+    let (rows, depth, cols) = (29, 19, 53);
+    let GemmCase { w, x, b, rq, expected } = gemm_case(&mut rng, rows, depth, cols, true);
+    for path in GemmPath::available() {
+        let packed = GemmWeights::for_path(w.clone(), rows, depth, path);
+        let input = pack_input(&packed, &x, cols);
+        for range in [0..rows, 3..11, 5..6, 13..29, 27..29] {
+            let mut out = vec![0i8; range.len() * cols];
+            gemm_rows(&packed, range.clone(), &input, cols, &b, &rq, &mut out);
+            assert_eq!(
+                out,
+                expected[range.start * cols..range.end * cols],
+                "rows {range:?} ({path:?})"
+            );
+        }
+    }
+}
+
+/// The largest products there are, all of one sign, over a long depth: every path's
+/// intermediate sums (i16 pairs in the aarch64 mull kernel, i32 elsewhere) must hold them.
+#[test]
+fn gemm_sums_at_the_extremes_stay_exact() {
+    let (rows, depth, cols) = (9, 301, 17);
+    for (wv, xv) in [(-127i8, -128i8), (127, -128), (127, 127), (-128, -128), (-128, 127)] {
+        let w = vec![wv; rows * depth];
+        let x = vec![xv; depth * cols];
+        let b = vec![0; rows];
+        let rq = Requant {
+            multiplier: vec![1.0 / (depth as f32 * 128.0 * 128.0 / 100.0); rows],
+            zero_point: 0,
+            lo: -128,
+            hi: 127,
+        };
         let expected = reference::gemm(&w, rows, depth, &x, cols, &b, &rq);
         for path in GemmPath::available() {
             let packed = GemmWeights::for_path(w.clone(), rows, depth, path);
             let mut out = vec![0i8; rows * cols];
             gemm(&packed, &x, cols, &b, &rq, &mut out);
-            assert_eq!(out, expected, "case {case}: {rows}×{depth}·{depth}×{cols} ({path:?})");
+            assert_eq!(out, expected, "w {wv}, x {xv} ({path:?})");
         }
     }
 }
