@@ -11,20 +11,14 @@
 #
 #   scripts/bench-int8.sh           # full run (about 10 minutes on 2 cores)
 #   scripts/bench-int8.sh --quick   # the same steps, a few iterations (CI smoke)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
+#
 # Timings come from a release `kestrel` (the dev profile keeps debug assertions in tract and
 # measured 1.5x slower); the int8 files come from the dev `kestrel-train`, which writes the same
 # bytes. The quick (CI) run uses dev throughout, to build nothing new.
-profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}"
+. "$(dirname "$0")/bench-lib.sh" "$@"
 assets=$(scripts/fetch-assets.sh)
 cargo build --locked -p kestrel-trainer
 cargo build --locked --profile "$profile" -p kestrel-runtime
-dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 train_dir="$CARGO_TARGET_DIR/debug"
 
 # onnxruntime, pinned, in a venv of ours (never the system Python).
@@ -36,8 +30,6 @@ venv="${KESTREL_VENV:-$HOME/.cache/kestrel/venv}"
 "$venv/bin/python" -c "import matplotlib, onnx" 2>/dev/null ||
     "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib==3.10.9 onnx==1.23.2
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 if [ $quick = 1 ]; then views=1; iters=2; else views=4; iters=30; fi
 cp models/efficientnet-lite0-imagenet.onnx "$work/float32.onnx"
 models=("$work/float32.onnx")

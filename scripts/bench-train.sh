@@ -5,22 +5,13 @@
 #
 #   scripts/bench-train.sh            # full: 200 train + 50 val images per class, 64 px
 #   scripts/bench-train.sh --quick    # the same steps, CI-sized; prints the section, docs/ untouched
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 # The full run times a release trainer, as a user runs it; --quick uses the dev build CI has.
-profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}"
+. "$(dirname "$0")/bench-lib.sh" "$@"
 
 scripts/fetch-assets.sh >/dev/null
 cargo build --locked --profile "$profile" -p kestrel-trainer
-dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 train="$dir/kestrel-train"
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 scripts/fashion-mnist.sh "$work"
 # The throughput set is small: ndarray fine-tunes Lite0 at well under 1 image/s here.
 if [ $quick = 1 ]; then per_train=6; per_val=3; head=2; ft=1; tp=30; else per_train=200; per_val=50; head=15; ft=2; tp=100; fi

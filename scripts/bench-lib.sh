@@ -1,0 +1,16 @@
+# The preamble the benchmark scripts share: sourced as `. "$(dirname "$0")/bench-lib.sh" "$@"`,
+# never run. Afterwards the working directory is the repository root and:
+#   quick    1 under --quick (CI's smoke run: the same steps, small), else 0
+#   profile  release, as a user builds it, which is what timings must come from; dev under
+#            --quick, which CI has already built; KESTREL_BENCH_PROFILE overrides both
+#   dir      that profile's output folder in the shared CARGO_TARGET_DIR
+#   work     a scratch folder, removed when the script exits
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
+profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}"
+dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
