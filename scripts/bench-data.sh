@@ -8,8 +8,8 @@
 #
 #   scripts/bench-data.sh            # 20 000 images (about 25 minutes on 2 cores)
 #   scripts/bench-data.sh --quick    # 600 images, the same steps; prints the section, docs/ untouched
-#   KESTREL_COMPARE_TRAIN=/path/to/other/kestrel-train scripts/bench-data.sh
-#                                    # adds that build's runs beside (e.g. an older version)
+#   KESTREL_COMPARE_TRAIN=/path/to/other/kestrel-train KESTREL_COMPARE_LABEL="what it is" \
+#       scripts/bench-data.sh        # adds that build's run on the full set (e.g. an older version)
 . "$(dirname "$0")/bench-lib.sh" "$@"
 scripts/fetch-assets.sh >/dev/null
 cargo build --locked --profile "$profile" -p kestrel-trainer
@@ -113,7 +113,8 @@ if "quarter" in ours and "all" in ours:
            f"({q['peak_rss_mib']:.0f} → {a['peak_rss_mib']:.0f} MiB)."]
 other = {r["set"]: r for r in rows if r["build"] == "other"}
 if "all" in other and "all" in ours:
-    md += [f"The compared build (`KESTREL_COMPARE_TRAIN`) on the same {total} images: "
+    label = os.environ.get("KESTREL_COMPARE_LABEL", "`KESTREL_COMPARE_TRAIN`")
+    md += [f"The compared build ({label}) on the same {total} images: "
            f"{other['all']['peak_rss_mib']:.0f} MiB peak, "
            f"{other['all']['peak_rss_mib'] / ours['all']['peak_rss_mib']:.1f}× this build's."]
 section = "\n".join(md) + "\n"

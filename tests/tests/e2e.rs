@@ -863,7 +863,7 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
 fn the_training_decoder_agrees_with_the_runtime_on_the_bad_input_corpus() {
     use kestrel_e2e::corpus::{self, Expect};
     use kestrel_trainer::dataset::Sample;
-    use kestrel_trainer::images::decode_for_training;
+    use kestrel_trainer::images::{Jpeg, decode_for_training};
     use kestrel_trainer::progress::Progress;
     use kestrel_trainer::store::Store;
 
@@ -879,7 +879,7 @@ fn the_training_decoder_agrees_with_the_runtime_on_the_bad_input_corpus() {
         .collect();
     let side = 24;
     let store = Store::on_disk(&dir.path().join("cache")).expect("cache");
-    let set = decode_for_training(&samples, side, 1 << 24, store, &Progress::plain()).expect("decoding");
+    let set = decode_for_training(&samples, side, 1 << 24, Jpeg::Scaled, store, &Progress::plain()).expect("decoding");
     for (label, case) in cases.iter().enumerate() {
         let stored = set.labels.iter().position(|&l| l == label);
         let skipped = set.skipped.iter().find(|s| s.path == case.path);

@@ -270,6 +270,7 @@ pub fn prepare(config: &FitConfig, progress: &Progress) -> Result<Prepared, FitE
         &dataset.train,
         cache_side(config),
         config.max_pixels,
+        images::Jpeg::Scaled,
         cache()?,
         progress,
     )?;

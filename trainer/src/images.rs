@@ -155,10 +155,25 @@ fn decode_jpeg_scaled(path: &std::path::Path, shorter_side: u32, max_pixels: u64
     .flatten()
 }
 
-/// One training image, decoded at the size training needs.
-fn decode_shrunk(sample: &Sample, shorter_side: u32, max_pixels: u64) -> Result<RgbImage, DecodeError> {
+/// How a JPEG is decoded before the shrink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jpeg {
+    /// At the smallest DCT scale that covers the side: training, where speed matters and every
+    /// image is resampled again by augmentation.
+    Scaled,
+    /// In full, as the runtime decodes a frame: calibration and the quantiser's gate, which
+    /// must see what the deployed model sees.
+    Full,
+}
+
+/// One image, decoded and shrunk to `shorter_side`.
+fn decode_shrunk(sample: &Sample, shorter_side: u32, max_pixels: u64, jpeg: Jpeg) -> Result<RgbImage, DecodeError> {
     check_regular_file(&sample.path)?;
-    let rgb = match decode_jpeg_scaled(&sample.path, shorter_side, max_pixels) {
+    let scaled = match jpeg {
+        Jpeg::Scaled => decode_jpeg_scaled(&sample.path, shorter_side, max_pixels),
+        Jpeg::Full => None,
+    };
+    let rgb = match scaled {
         Some(rgb) => rgb,
         None => load_image_with_limit(&sample.path, max_pixels)?.into_rgb8(),
     };
@@ -223,11 +238,12 @@ pub fn decode_for_training(
     samples: &[Sample],
     shorter_side: u32,
     max_pixels: u64,
+    jpeg: Jpeg,
     mut store: Store,
     progress: &Progress,
 ) -> Result<DecodedSet, StoreError> {
     let (labels, skipped) = decode_into(samples, &mut store, progress, "decoding train", |s| {
-        decode_shrunk(s, shorter_side, max_pixels).map_err(|e| e.to_string())
+        decode_shrunk(s, shorter_side, max_pixels, jpeg).map_err(|e| e.to_string())
     })?;
     Ok(DecodedSet {
         images: store,
@@ -279,7 +295,9 @@ mod tests {
         let scaled = decode_jpeg_scaled(&s.path, 256, u64::MAX).expect("a JPEG takes the scaled path");
         assert_eq!(scaled.dimensions(), (400, 300));
         assert_eq!(
-            decode_shrunk(&s, 256, u64::MAX).expect("test step").dimensions(),
+            decode_shrunk(&s, 256, u64::MAX, Jpeg::Scaled)
+                .expect("test step")
+                .dimensions(),
             (341, 256)
         );
         // Same size as the full decode's shrink, and close in content.
@@ -287,7 +305,9 @@ mod tests {
             load_image_with_limit(&s.path, u64::MAX).expect("test step").into_rgb8(),
             256,
         );
-        let ours = decode_shrunk(&s, 256, u64::MAX).expect("test step");
+        let ours = decode_shrunk(&s, 256, u64::MAX, Jpeg::Scaled).expect("test step");
+        let exact = decode_shrunk(&s, 256, u64::MAX, Jpeg::Full).expect("test step");
+        assert_eq!(exact, full, "Jpeg::Full is the runtime's decode");
         assert_eq!(full.dimensions(), ours.dimensions());
         let mean_diff = full
             .as_raw()
@@ -302,7 +322,7 @@ mod tests {
         assert!(decode_jpeg_scaled(&png.path, 16, u64::MAX).is_none());
         assert!(decode_jpeg_scaled(&s.path, 256, 1000).is_none());
         assert!(
-            decode_shrunk(&s, 256, 1000)
+            decode_shrunk(&s, 256, 1000, Jpeg::Scaled)
                 .expect_err("must be refused")
                 .to_string()
                 .contains("--max-pixels")

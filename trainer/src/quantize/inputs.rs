@@ -19,7 +19,7 @@ use super::gate::Held;
 use crate::augment;
 use crate::config::Augment;
 use crate::dataset::{Dataset, Sample, SplitMix64, SplitOptions, is_image};
-use crate::images::{self, DecodedSet, EvalSet, Skipped};
+use crate::images::{self, DecodedSet, EvalSet, Jpeg, Skipped};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -180,7 +180,14 @@ pub fn from_folder(
     // Decoded at twice the input size: room for crops, a fraction of the originals' memory.
     let side = 2 * spec.height.max(spec.width);
     let progress = Progress::auto();
-    let decoded = images::decode_for_training(&train, side, DEFAULT_MAX_PIXELS, Store::in_memory(), &progress)?;
+    let decoded = images::decode_for_training(
+        &train,
+        side,
+        DEFAULT_MAX_PIXELS,
+        Jpeg::Full,
+        Store::in_memory(),
+        &progress,
+    )?;
     let calibration = normalised(
         views(
             &images_of(&decoded, 0..decoded.len())?,
@@ -201,7 +208,14 @@ pub fn from_folder(
             labelled: is_labelled,
         }
     } else {
-        let decoded = images::decode_for_training(&val, side, DEFAULT_MAX_PIXELS, Store::in_memory(), &progress)?;
+        let decoded = images::decode_for_training(
+            &val,
+            side,
+            DEFAULT_MAX_PIXELS,
+            Jpeg::Full,
+            Store::in_memory(),
+            &progress,
+        )?;
         let (mut crops, mut labels_of) = (Store::in_memory(), Vec::new());
         let originals = images_of(&decoded, 0..decoded.len())?;
         skipped.extend(decoded.skipped);
