@@ -180,14 +180,18 @@ pub fn from_folder(
     // Decoded at twice the input size: room for crops, a fraction of the originals' memory.
     let side = 2 * spec.height.max(spec.width);
     let progress = Progress::auto();
-    let decoded = images::decode_for_training(
-        &train,
-        side,
-        DEFAULT_MAX_PIXELS,
-        Jpeg::Full,
-        Store::in_memory(),
-        &progress,
-    )?;
+    // In full, as the runtime decodes: calibration must see what the deployed model sees.
+    let decode = |samples: &[Sample]| {
+        images::decode_for_training(
+            samples,
+            side,
+            DEFAULT_MAX_PIXELS,
+            Jpeg::Full,
+            Store::in_memory(),
+            &progress,
+        )
+    };
+    let decoded = decode(&train)?;
     let calibration = normalised(
         views(
             &images_of(&decoded, 0..decoded.len())?,
@@ -208,14 +212,7 @@ pub fn from_folder(
             labelled: is_labelled,
         }
     } else {
-        let decoded = images::decode_for_training(
-            &val,
-            side,
-            DEFAULT_MAX_PIXELS,
-            Jpeg::Full,
-            Store::in_memory(),
-            &progress,
-        )?;
+        let decoded = decode(&val)?;
         let (mut crops, mut labels_of) = (Store::in_memory(), Vec::new());
         let originals = images_of(&decoded, 0..decoded.len())?;
         skipped.extend(decoded.skipped);
