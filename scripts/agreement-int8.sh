@@ -19,9 +19,7 @@
 #   scripts/agreement-int8.sh --quick   # 2 photos, 4 crops each, nothing in docs/ changes (CI)
 . "$(dirname "$0")/bench-lib.sh" "$@"
 assets=$(scripts/fetch-assets.sh)
-cargo build --locked -p kestrel-trainer
 cargo build --locked --profile "$profile" -p kestrel-trainer -p kestrel-runtime
-train_dir="$CARGO_TARGET_DIR/debug"
 venv="$HOME/.cache/kestrel/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # Pillow cuts the crops; onnxruntime's own quantiser is the reference (pins as in bench-int8.sh).
@@ -39,7 +37,7 @@ if [ $quick = 1 ]; then
 fi
 
 float=models/efficientnet-lite0-imagenet.onnx
-"$train_dir/kestrel-train" quantize --model "$float" --calibrate "$work/calibration" --views 4 \
+"$dir/kestrel-train" quantize --model "$float" --calibrate "$work/calibration" --views 4 \
     --val-fraction 0.3 --scheme int8 --max-drop 100 --no-fallback --bench-iterations 0 \
     --out "$work/int8.onnx" >&2
 # onnxruntime's quantize_static QDQ form, calibrated on the same half: is a flip ours, or int8's?

@@ -17,7 +17,7 @@ use std::time::Instant;
 use image::imageops::{self, FilterType};
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
-use kestrel_runtime::decode::{DecodeError, check_regular_file, load_image_with_limit};
+use kestrel_runtime::decode::{DecodeError, check_regular_file, decode_bytes, load_image_with_limit};
 use kestrel_runtime::preprocess::{PreprocessError, normalize_into, resize_to_input};
 use kestrel_runtime::{ClassifierError, PreprocessSpec};
 use rayon::prelude::*;
@@ -125,14 +125,13 @@ fn shrink(rgb: RgbImage, shorter_side: u32) -> RgbImage {
 /// covers `shorter_side`, upright. `None` when this path does not apply (not a JPEG, CMYK or
 /// 16-bit, above the pixel limit, any decoding error): the caller takes the general path, which
 /// also words the error.
-fn decode_jpeg_scaled(path: &std::path::Path, shorter_side: u32, max_pixels: u64) -> Option<RgbImage> {
-    let bytes = std::fs::read(path).ok()?;
+fn decode_jpeg_scaled(bytes: &[u8], shorter_side: u32, max_pixels: u64) -> Option<RgbImage> {
     if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return None;
     }
     // jpeg-decoder asserts on some malformed headers; such a file goes to the general path.
     std::panic::catch_unwind(|| {
-        let mut decoder = jpeg_decoder::Decoder::new(bytes.as_slice());
+        let mut decoder = jpeg_decoder::Decoder::new(bytes);
         decoder.read_info().ok()?;
         let info = decoder.info()?;
         let (w, h) = (info.width, info.height);
@@ -166,16 +165,21 @@ pub enum Jpeg {
     Full,
 }
 
-/// One image, decoded and shrunk to `shorter_side`.
+/// One image, decoded and shrunk to `shorter_side`. The file is read once; whatever the scaled
+/// path does not take goes through the runtime's decoder on the same bytes.
 fn decode_shrunk(sample: &Sample, shorter_side: u32, max_pixels: u64, jpeg: Jpeg) -> Result<RgbImage, DecodeError> {
     check_regular_file(&sample.path)?;
+    let bytes = std::fs::read(&sample.path).map_err(|source| DecodeError::Open {
+        path: sample.path.clone(),
+        source,
+    })?;
     let scaled = match jpeg {
-        Jpeg::Scaled => decode_jpeg_scaled(&sample.path, shorter_side, max_pixels),
+        Jpeg::Scaled => decode_jpeg_scaled(&bytes, shorter_side, max_pixels),
         Jpeg::Full => None,
     };
     let rgb = match scaled {
         Some(rgb) => rgb,
-        None => load_image_with_limit(&sample.path, max_pixels)?.into_rgb8(),
+        None => decode_bytes(&bytes, &sample.path, max_pixels)?.into_rgb8(),
     };
     Ok(shrink(rgb, shorter_side))
 }
@@ -281,6 +285,10 @@ mod tests {
         })
     }
 
+    fn read(path: &std::path::Path) -> Vec<u8> {
+        std::fs::read(path).expect("test file")
+    }
+
     fn sample(dir: &std::path::Path, name: &str, image: &RgbImage) -> Sample {
         let path = dir.join(name);
         image.save(&path).expect("test step");
@@ -292,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("test step");
         let s = sample(dir.path(), "big.jpg", &photo(1600, 1200));
         // 1200 / 4 = 300 ≥ 256 > 1200 / 8 = 150: a quarter-size decode, then the shrink to 256.
-        let scaled = decode_jpeg_scaled(&s.path, 256, u64::MAX).expect("a JPEG takes the scaled path");
+        let scaled = decode_jpeg_scaled(&read(&s.path), 256, u64::MAX).expect("a JPEG takes the scaled path");
         assert_eq!(scaled.dimensions(), (400, 300));
         assert_eq!(
             decode_shrunk(&s, 256, u64::MAX, Jpeg::Scaled)
@@ -319,8 +327,8 @@ mod tests {
         assert!(mean_diff < 4.0, "mean |Δ| {mean_diff}");
         // Not a JPEG, or over the pixel limit: the general path decides.
         let png = sample(dir.path(), "x.png", &photo(64, 48));
-        assert!(decode_jpeg_scaled(&png.path, 16, u64::MAX).is_none());
-        assert!(decode_jpeg_scaled(&s.path, 256, 1000).is_none());
+        assert!(decode_jpeg_scaled(&read(&png.path), 16, u64::MAX).is_none());
+        assert!(decode_jpeg_scaled(&read(&s.path), 256, 1000).is_none());
         assert!(
             decode_shrunk(&s, 256, 1000, Jpeg::Scaled)
                 .expect_err("must be refused")

@@ -167,12 +167,7 @@ fn evaluate_test_split(run: &RunDir, model: &Path, fitted: &Fitted) -> Result<Op
 
 fn evaluate_set(model: &Path, set: &crate::images::EvalSet, fitted: &Fitted) -> Result<Evaluation, ReportError> {
     let classifier = Classifier::load(model, &LoadOptions::default())?;
-    let mut logits = Vec::with_capacity(set.len() * fitted.data.dataset.classes.len());
-    let mut x = vec![0.0f32; fitted.data.spec.tensor_len()];
-    for i in 0..set.len() {
-        set.tensor_into(i, &fitted.data.spec, &mut x)?;
-        logits.extend(classifier.logits(&x)?);
-    }
+    let logits = crate::evaluate::logits(&classifier, &set.crops)?;
     Ok(metrics::evaluate(&logits, &set.labels, &fitted.data.dataset.classes))
 }
 

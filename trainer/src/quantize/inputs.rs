@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::{DynamicImage, RgbImage};
+use image::RgbImage;
 use kestrel_runtime::PreprocessSpec;
 use kestrel_runtime::decode::DEFAULT_MAX_PIXELS;
 use kestrel_runtime::preprocess::{normalize_into, resize_to_input};
@@ -98,31 +98,40 @@ fn labelled(dir: &Path, labels: &[String], seed: u64, val_fraction: f64) -> Opti
     Some((remap(&dataset.train), remap(&dataset.val)))
 }
 
-/// `views` crops at the input size per image (the plain runtime view first, then augmented
-/// crops), each with the index of its image.
-fn views(images: &[DynamicImage], spec: &PreprocessSpec, views: usize, seed: u64) -> Vec<(usize, RgbImage)> {
+/// `views` crops at the input size per image `indices[i]` of `set` (the plain runtime view
+/// first, then augmented crops), each with its position `i`. Images are read from the store as
+/// the crops are cut, never all at once.
+fn views(
+    set: &DecodedSet,
+    indices: &[usize],
+    spec: &PreprocessSpec,
+    views: usize,
+    seed: u64,
+) -> Result<Vec<(usize, RgbImage)>, QuantizeError> {
     let aug = Augment {
         rotation_degrees: 0.0,
         erasing: 0.0,
         ..Augment::default()
     };
-    images
+    let per_image: Result<Vec<Vec<(usize, RgbImage)>>, QuantizeError> = indices
         .par_iter()
         .enumerate()
-        .flat_map_iter(|(i, img)| {
+        .map(|(i, &index)| {
+            let img = set.image(index)?;
             let mut rng = SplitMix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            (0..views.max(1))
+            Ok((0..views.max(1))
                 .filter_map(|v| {
                     let crop = if v == 0 {
-                        resize_to_input(img, spec)
+                        resize_to_input(&img, spec)
                     } else {
-                        augment::augmented_rgb(img, spec, &aug, &mut rng)
+                        augment::augmented_rgb(&img, spec, &aug, &mut rng)
                     };
                     crop.ok().map(|c| (i, c))
                 })
-                .collect::<Vec<_>>()
+                .collect())
         })
-        .collect()
+        .collect();
+    Ok(per_image?.into_iter().flatten().collect())
 }
 
 /// Calibration tensors: the crops normalised as the runtime does.
@@ -134,11 +143,6 @@ fn normalised(crops: Vec<(usize, RgbImage)>, spec: &PreprocessSpec) -> Vec<Vec<f
             normalize_into(&crop, spec, &mut out).ok().map(|_| out)
         })
         .collect()
-}
-
-/// Decoded images of `set`, in order (a store read failure drops the image).
-fn images_of(set: &DecodedSet, indices: impl Iterator<Item = usize>) -> Result<Vec<DynamicImage>, QuantizeError> {
-    indices.map(|i| Ok(set.image(i)?)).collect()
 }
 
 /// Calibration and held-out tensors for a model with `labels` and `spec`, from `dir`.
@@ -192,15 +196,8 @@ pub fn from_folder(
         )
     };
     let decoded = decode(&train)?;
-    let calibration = normalised(
-        views(
-            &images_of(&decoded, 0..decoded.len())?,
-            spec,
-            options.views,
-            options.seed,
-        ),
-        spec,
-    );
+    let all: Vec<usize> = (0..decoded.len()).collect();
+    let calibration = normalised(views(&decoded, &all, spec, options.views, options.seed)?, spec);
     let mut skipped = decoded.skipped;
     let held = if options.views <= 1 {
         let set = images::preprocess_for_eval(&val, spec, DEFAULT_MAX_PIXELS, Store::in_memory(), &progress)?;
@@ -214,12 +211,12 @@ pub fn from_folder(
     } else {
         let decoded = decode(&val)?;
         let (mut crops, mut labels_of) = (Store::in_memory(), Vec::new());
-        let originals = images_of(&decoded, 0..decoded.len())?;
-        skipped.extend(decoded.skipped);
-        for (i, crop) in views(&originals, spec, options.views, options.seed ^ 0x4E1D) {
+        let all: Vec<usize> = (0..decoded.len()).collect();
+        for (i, crop) in views(&decoded, &all, spec, options.views, options.seed ^ 0x4E1D)? {
             crops.push_image(&crop)?;
             labels_of.push(decoded.labels[i]);
         }
+        skipped.extend(decoded.skipped);
         Held {
             crops: Arc::new(crops),
             labels: labels_of,
@@ -266,8 +263,7 @@ pub fn from_run(
     SplitMix64(seed ^ 0xCA11).shuffle(&mut order);
     order.truncate(limit);
     order.sort_unstable();
-    let chosen = images_of(train, order.iter().copied())?;
-    let calibration = normalised(views(&chosen, spec, 1, seed), spec);
+    let calibration = normalised(views(train, &order, spec, 1, seed)?, spec);
     Ok(Inputs {
         calibration,
         held: Held {
