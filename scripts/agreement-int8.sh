@@ -20,11 +20,8 @@
 . "$(dirname "$0")/bench-lib.sh" "$@"
 assets=$(scripts/fetch-assets.sh)
 cargo build --locked --profile "$profile" -p kestrel-trainer -p kestrel-runtime
-venv="$HOME/.cache/kestrel/venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # Pillow cuts the crops; onnxruntime's own quantiser is the reference (pins as in bench-int8.sh).
-"$venv/bin/python" -c "import PIL, onnx, onnxruntime" 2>/dev/null ||
-    "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib==3.10.9 onnx==1.23.2 onnxruntime==1.32.0
+python_with "import PIL, onnx, onnxruntime" matplotlib==3.10.9 onnx==1.23.2 onnxruntime==1.32.0
 
 mkdir -p "$work/calibration" "$work/held-out" "$work/crops"
 i=0

@@ -21,14 +21,9 @@ cargo build --locked -p kestrel-trainer
 cargo build --locked --profile "$profile" -p kestrel-runtime
 train_dir="$CARGO_TARGET_DIR/debug"
 
-# onnxruntime, pinned, in a venv of ours (never the system Python).
-venv="${KESTREL_VENV:-$HOME/.cache/kestrel/venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import onnxruntime" 2>/dev/null ||
-    "$venv/bin/pip" install --quiet --disable-pip-version-check onnxruntime==1.32.0
-# The latency plot; onnx for onnxruntime's own quantiser.
-"$venv/bin/python" -c "import matplotlib, onnx" 2>/dev/null ||
-    "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib==3.10.9 onnx==1.23.2
+# onnxruntime, pinned, in a venv of ours (never the system Python); matplotlib for the latency
+# plot, onnx for onnxruntime's own quantiser.
+python_with "import onnxruntime, matplotlib, onnx" onnxruntime==1.32.0 matplotlib==3.10.9 onnx==1.23.2
 
 if [ $quick = 1 ]; then views=1; iters=2; else views=4; iters=30; fi
 cp models/efficientnet-lite0-imagenet.onnx "$work/float32.onnx"

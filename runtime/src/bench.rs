@@ -1,6 +1,7 @@
 //! Latency of bundles side by side, in one process: models load one after another, then their
 //! inferences interleave (A, B, A, B, …) so a noisy machine slows them alike and the ratio holds.
 
+use crate::stats::quantile;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -56,15 +57,6 @@ pub fn proc_status_mib(field: &str) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The value at quantile `q` (0..=1) of sorted `values`, nearest rank.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The benchmarks' input: fixed and deterministic (inference time does not depend on pixel
@@ -259,16 +251,6 @@ pub fn table(report: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let v: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(quantile(&v, 0.5), 10.0);
-        assert_eq!(quantile(&v, 0.95), 19.0);
-        assert_eq!(quantile(&v, 1.0), 20.0);
-        assert_eq!(quantile(&[3.0], 0.95), 3.0);
-        assert!(quantile(&[], 0.5).is_nan());
-    }
 
     #[test]
     fn rss_is_read_on_linux() {

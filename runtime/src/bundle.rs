@@ -55,7 +55,7 @@ pub struct Metadata {
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
     #[error(
-        "metadata key `{key}` is missing; this ONNX file is not a Kestrel bundle (export it with `kestrel-train export`)"
+        "metadata key `{key}` is missing; this ONNX file is not a Kestrel bundle (export it with `kestrel-train fit` or `kestrel-train export-imagenet`)"
     )]
     MissingKey { key: &'static str },
     #[error("metadata key `{key}` is malformed: {source}")]
@@ -352,20 +352,35 @@ impl Bundle {
         Ok(Bundle { proto, metadata })
     }
 
-    /// Replace the `kestrel.*` metadata of `proto` (other entries are kept) and write it to
-    /// `path` atomically: a reader never sees a half-written model under the final name.
-    pub fn write(mut proto: pb::ModelProto, metadata: &Metadata, path: &Path) -> Result<(), BundleError> {
+    /// `proto` with `metadata` as its `kestrel.*` entries (other entries are kept), validated as
+    /// [`Bundle::read`] validates a file; `path` is only used in error messages.
+    pub fn new(mut proto: pb::ModelProto, metadata: &Metadata, path: &Path) -> Result<Self, BundleError> {
         proto.metadata_props.retain(|p| !p.key.starts_with("kestrel."));
         proto.metadata_props.extend(metadata.to_props());
-        if let Some(graph) = proto.graph.as_ref() {
-            metadata.check_graph(graph).map_err(|source| BundleError::Contract {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        crate::atomic::write_atomic(path, &proto.encode_to_vec()).map_err(|source| BundleError::Write {
+        let graph = proto.graph.as_ref().ok_or_else(|| BundleError::NoGraph {
+            path: path.to_path_buf(),
+        })?;
+        metadata.check_graph(graph).map_err(|source| BundleError::Contract {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Bundle {
+            proto,
+            metadata: metadata.clone(),
+        })
+    }
+
+    /// Write the bundle to `path` atomically: a reader never sees a half-written model under
+    /// the final name.
+    pub fn save(&self, path: &Path) -> Result<(), BundleError> {
+        crate::atomic::write_atomic(path, &self.proto.encode_to_vec()).map_err(|source| BundleError::Write {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// [`Bundle::new`], then [`Bundle::save`].
+    pub fn write(proto: pb::ModelProto, metadata: &Metadata, path: &Path) -> Result<(), BundleError> {
+        Bundle::new(proto, metadata, path)?.save(path)
     }
 }

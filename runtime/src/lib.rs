@@ -11,12 +11,15 @@ pub mod bench;
 pub mod bundle;
 pub mod classifier;
 pub mod decode;
+pub mod exit;
+pub mod image_files;
 pub mod int8;
 pub mod live;
 pub mod onnx_proto;
 pub mod preprocess;
 mod resample;
 pub mod source;
+pub mod stats;
 
 pub use bundle::{Bundle, BundleError, ContractError, Metadata, ModelCard};
 pub use classifier::{Classifier, ClassifierError, LoadOptions, Prediction, Scored};

@@ -9,13 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kestrel_runtime::decode::load_image_with_limit;
 use kestrel_runtime::{Classifier, LoadOptions};
 
-/// Exit codes scripts can rely on.
-mod exit {
-    /// Some inputs could not be classified (each was reported); the others were.
-    pub const SOME_INPUTS_FAILED: u8 = 1;
-    /// The model could not be loaded, or nothing could be done.
-    pub const FATAL: u8 = 2;
-}
+use kestrel_runtime::exit::Status;
 
 #[derive(Parser)]
 #[command(name = "kestrel", version, about = "Run a Kestrel image classifier on a CPU.", long_about = None)]
@@ -54,10 +48,8 @@ enum Command {
         /// Untimed inferences per model first.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-        threads: u16,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[command(flatten)]
+        output: OutputArgs,
         /// Run int8 models as tract alone would (QDQ simulated in f32), without Kestrel's integer
         /// kernels: the comparison that shows what the kernels bring.
         #[arg(long)]
@@ -85,29 +77,42 @@ enum Command {
     Cameras,
     /// Print a bundle's labels, preprocessing and model card.
     Info {
-        /// The model bundle (.onnx with kestrel.* metadata).
-        #[arg(long, default_value = DEFAULT_MODEL)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: ModelArg,
     },
 }
 
 /// The shipped int8 bundle: what the runtime runs unless told otherwise.
 const DEFAULT_MODEL: &str = "models/efficientnet-lite0-imagenet.int8.onnx";
 
+/// `--model`, for the commands that run one bundle.
 #[derive(clap::Args)]
-struct ClassifyArgs {
+struct ModelArg {
     /// The model bundle (.onnx with kestrel.* metadata).
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
-    /// How many classes to print per image.
-    #[arg(long, short = 'k', default_value_t = 3)]
-    top_k: usize,
-    /// Output format: human-readable lines, or one JSON object per line for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long = "model", default_value = DEFAULT_MODEL)]
+    path: PathBuf,
+}
+
+/// `--threads` and `--format`, the same in every command that infers.
+#[derive(clap::Args)]
+struct OutputArgs {
     /// Threads for inference (matrix products run in parallel above 1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Output format: human-readable lines, or one JSON object per line for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(clap::Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// How many classes to print per image.
+    #[arg(long, short = 'k', default_value_t = 3)]
+    top_k: usize,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Refuse images with more pixels than this (a decompression bomb is refused before it is
     /// decoded).
     #[arg(long, default_value_t = kestrel_runtime::decode::DEFAULT_MAX_PIXELS)]
@@ -119,18 +124,15 @@ struct ClassifyArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The model bundle (.onnx with kestrel.* metadata).
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArg,
     /// Where frames come from (see above).
     #[arg(long, default_value = "camera")]
     source: String,
     #[arg(long, short = 'k', default_value_t = 3)]
     top_k: usize,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    threads: u16,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Infer on every Nth frame only.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     every: u64,
@@ -189,29 +191,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify(&args),
-        Command::Info { model } => info(&model),
+        Command::Info { model } => info(&model.path),
         Command::Run(args) => run(&args),
         Command::Cameras => cameras(),
         Command::Bench {
             models,
             source: Some(source),
             iterations,
-            threads,
-            format,
+            output,
             ..
-        } => bench_pipeline(&models, &source, iterations, threads.into(), format),
+        } => bench_pipeline(&models, &source, iterations, output.threads.into(), output.format),
         Command::Bench {
             models,
             source: None,
             iterations,
             warmup,
-            threads,
-            format,
+            output,
             tract_only,
             profile,
         } => {
+            let format = output.format;
             let options = LoadOptions {
-                threads: threads.into(),
+                threads: output.threads.into(),
                 int8_kernels: !tract_only,
             };
             if profile {
@@ -222,20 +223,20 @@ fn main() -> ExitCode {
         }
     };
     match result {
-        Ok(code) => code,
+        Ok(status) => status.into(),
         Err(e) => {
             eprintln!("error: {}", kestrel_runtime::error_report(e.as_ref()));
-            ExitCode::from(exit::FATAL)
+            Status::Fatal.into()
         }
     }
 }
 
-fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
+fn classify(args: &ClassifyArgs) -> anyhow::Result<Status> {
     let options = LoadOptions {
-        threads: args.threads.into(),
+        threads: args.output.threads.into(),
         ..LoadOptions::default()
     };
-    let classifier = Classifier::load(&args.model, &options).context("loading the model")?;
+    let classifier = Classifier::load(&args.model.path, &options).context("loading the model")?;
     let labels = classifier.labels();
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0usize;
@@ -252,7 +253,7 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let top = prediction.top_k(labels, args.top_k);
-        match args.format {
+        match args.output.format {
             Format::Text => {
                 let classes: Vec<String> = top
                     .iter()
@@ -267,9 +268,9 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed == 0 {
-        ExitCode::SUCCESS
+        Status::Success
     } else {
-        ExitCode::from(exit::SOME_INPUTS_FAILED)
+        Status::CheckFailed
     })
 }
 
@@ -279,17 +280,17 @@ fn bench(
     warmup: usize,
     options: &LoadOptions,
     format: Format,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Status> {
     let report = kestrel_runtime::bench::run(models, options, warmup, iterations.max(1)).context("benchmarking")?;
     match format {
         Format::Text => print!("{}", kestrel_runtime::bench::table(&report)),
         Format::Jsonl => println!("{}", serde_json::to_string(&report)?),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
 /// Time per op type, per model: where an inference's milliseconds go.
-fn bench_profile(models: &[PathBuf], iterations: usize, options: &LoadOptions) -> anyhow::Result<ExitCode> {
+fn bench_profile(models: &[PathBuf], iterations: usize, options: &LoadOptions) -> anyhow::Result<Status> {
     for model in models {
         let classifier = Classifier::load(model, options).context("loading the model")?;
         let input = kestrel_runtime::bench::fixed_input(classifier.metadata().preprocess.tensor_len());
@@ -308,7 +309,7 @@ fn bench_profile(models: &[PathBuf], iterations: usize, options: &LoadOptions) -
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
 /// The frame pipeline of each model on `source`, one after another.
@@ -318,7 +319,7 @@ fn bench_pipeline(
     frames: usize,
     threads: usize,
     format: Format,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Status> {
     use kestrel_runtime::live::{self, LiveOptions};
     let spec: kestrel_runtime::source::SourceSpec = source.parse()?;
     for model in models {
@@ -359,10 +360,10 @@ fn bench_pipeline(
             ),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
-fn info(model: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn info(model: &std::path::Path) -> anyhow::Result<Status> {
     let bundle = kestrel_runtime::Bundle::read(model)?;
     let m = &bundle.metadata;
     println!("model:       {}", model.display());
@@ -380,7 +381,7 @@ fn info(model: &std::path::Path) -> anyhow::Result<ExitCode> {
     for (name, value) in &m.model_card.metrics {
         println!("metric:      {name} = {value}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
 fn parse_resolution(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -389,16 +390,16 @@ fn parse_resolution(s: &str) -> anyhow::Result<(u32, u32)> {
         .ok_or_else(|| anyhow::anyhow!("--resolution {s}: expected WIDTHxHEIGHT, e.g. 1280x720"))
 }
 
-fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+fn run(args: &RunArgs) -> anyhow::Result<Status> {
     use kestrel_runtime::live::{self, Event, LiveOptions, SaveUncertain};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let spec: kestrel_runtime::source::SourceSpec = args.source.parse()?;
     let classifier = Classifier::load(
-        &args.model,
+        &args.model.path,
         &LoadOptions {
-            threads: args.threads.into(),
+            threads: args.output.threads.into(),
             ..LoadOptions::default()
         },
     )
@@ -437,13 +438,13 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             live: None,
         },
     };
-    let jsonl = matches!(args.format, Format::Jsonl);
+    let jsonl = matches!(args.output.format, Format::Jsonl);
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let summary = live::run(&classifier, &spec, &options, Arc::clone(&stop), |event| {
         let line = match event {
             Event::Started { source } => {
-                eprintln!("source: {source} · model: {}", args.model.display());
+                eprintln!("source: {source} · model: {}", args.model.path.display());
                 return;
             }
             Event::Warning(w) => {
@@ -516,11 +517,11 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             summary.ended
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
 #[cfg(feature = "camera")]
-fn cameras() -> anyhow::Result<ExitCode> {
+fn cameras() -> anyhow::Result<Status> {
     let list = kestrel_runtime::source::camera::list().map_err(|e| anyhow::anyhow!("listing cameras: {e}"))?;
     if list.is_empty() {
         println!(
@@ -534,10 +535,10 @@ fn cameras() -> anyhow::Result<ExitCode> {
             println!("    {f}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
 #[cfg(not(feature = "camera"))]
-fn cameras() -> anyhow::Result<ExitCode> {
+fn cameras() -> anyhow::Result<Status> {
     Err(kestrel_runtime::source::SourceError::NoCameraSupport.into())
 }

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use kestrel_runtime::bundle::Metadata;
 use kestrel_trainer::backend::Backend;
 use kestrel_trainer::config::FitConfig;
-use kestrel_trainer::efficientnet::EfficientNet;
-use kestrel_trainer::export;
-use kestrel_trainer::pretrained;
+use kestrel_trainer::model::{self, pretrained};
 
 /// The repository root (the workspace manifest's directory).
 pub fn repo_root() -> PathBuf {
@@ -27,7 +25,7 @@ pub fn shipped_imagenet_bundle() -> PathBuf {
 /// Metadata for a small `classes`-way model at `size`×`size`, labels `class0`, `class1`, ….
 pub fn small_metadata(classes: usize, size: u32) -> Metadata {
     let labels = (0..classes).map(|i| format!("class{i}")).collect();
-    let mut m = pretrained::imagenet_metadata(labels, size);
+    let mut m = pretrained::imagenet_metadata(model::default_backbone(), labels, size);
     m.model_card.notes = Some("test fixture: random weights".into());
     m
 }
@@ -35,10 +33,11 @@ pub fn small_metadata(classes: usize, size: u32) -> Metadata {
 /// Export an untrained Lite0 with `classes` outputs at `size` px into `dir`; returns the path.
 pub fn export_small_bundle(dir: &Path, name: &str, classes: usize, size: u32) -> anyhow::Result<PathBuf> {
     let device = Backend::Flex.device();
-    let model = EfficientNet::lite0(&device).with_classes(classes, &device);
+    let backbone = model::default_backbone();
+    let net = backbone.build(&device).with_classes(classes, &device);
     let metadata = small_metadata(classes, size);
     let path = dir.join(name);
-    let proto = export::model_proto(&model, size as usize, size as usize)?;
+    let proto = backbone.onnx(&net, size as usize, size as usize)?;
     kestrel_runtime::Bundle::write(proto, &metadata, &path)?;
     Ok(path)
 }
@@ -48,12 +47,12 @@ pub fn export_small_bundle(dir: &Path, name: &str, classes: usize, size: u32) ->
 /// `finetune_epochs` epochs of the top block. Data goes under `dir/photos`, the run `dir/run`.
 pub fn sample_photo_run(dir: &Path, backend: Backend, finetune_epochs: usize) -> anyhow::Result<FitConfig> {
     let data = dir.join("photos");
-    kestrel_trainer::sample_data::make_photo_folder(&data, 8, 64, 21)?;
+    kestrel_trainer::data::sample_data::make_photo_folder(&data, 8, 64, 21)?;
     Ok(FitConfig {
         data,
         out: dir.join("run"),
         backend,
-        image_size: 64,
+        image_size: Some(64),
         batch_size: 8,
         val_fraction: 0.25,
         head_epochs: 4,
@@ -67,7 +66,7 @@ pub fn sample_photo_run(dir: &Path, backend: Backend, finetune_epochs: usize) ->
 /// The smallest real Kestrel bundle: a 4×4 RGB input, global average pool, and a 2-class Gemm.
 /// A few hundred bytes, so a fuzzer can mutate it quickly; loads and classifies like any other.
 pub fn tiny_bundle_bytes() -> anyhow::Result<Vec<u8>> {
-    use kestrel_trainer::onnx_graph::{Attr, Dim, GraphBuilder, f32_tensor};
+    use kestrel_trainer::onnx::graph::{Attr, Dim, GraphBuilder, f32_tensor};
     use prost::Message;
     let mut g = GraphBuilder::default();
     g.input(

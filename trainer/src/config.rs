@@ -91,8 +91,11 @@ pub struct FitConfig {
     /// Run folder: config, checkpoints, metrics, report and the exported model.
     pub out: PathBuf,
     pub backend: Backend,
-    /// Square input size in pixels.
-    pub image_size: u32,
+    /// The pretrained network to start from: `lite0` (default), `lite1` or `lite2`
+    /// (see `kestrel_trainer::model::BACKBONES`).
+    pub backbone: String,
+    /// Square input size in pixels; unset, the backbone's own (Lite0 224, Lite1 240, Lite2 260).
+    pub image_size: Option<u32>,
     pub batch_size: usize,
     pub seed: u64,
     /// Validation share when the data folder is not pre-split.
@@ -114,7 +117,7 @@ pub struct FitConfig {
     /// Phase 2: epochs fine-tuning the backbone (0 skips it).
     pub finetune_epochs: usize,
     pub finetune_lr: f64,
-    /// Blocks unfrozen in phase 2, counted from the top (0 = all 16 blocks).
+    /// Blocks unfrozen in phase 2, counted from the top (0 = all: Lite0 has 16, Lite1 and Lite2 21).
     pub unfreeze_blocks: usize,
 
     pub optimizer: OptimizerKind,
@@ -149,7 +152,8 @@ impl Default for FitConfig {
             data: PathBuf::new(),
             out: PathBuf::from("runs/exp"),
             backend: Backend::Auto,
-            image_size: 224,
+            backbone: crate::model::default_backbone().name().to_string(),
+            image_size: None,
             batch_size: 32,
             seed: 42,
             val_fraction: 0.1,
@@ -199,6 +203,8 @@ pub enum ConfigError {
     },
     #[error("invalid setting: {0}")]
     Invalid(String),
+    #[error("invalid setting backbone: {0}")]
+    Backbone(#[from] crate::model::UnknownBackbone),
 }
 
 impl FitConfig {
@@ -217,6 +223,18 @@ impl FitConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The backbone this run trains.
+    pub fn backbone(&self) -> Result<&'static dyn crate::model::Backbone, crate::model::UnknownBackbone> {
+        crate::model::backbone(&self.backbone)
+    }
+
+    /// The input side: `image_size`, else the backbone's native size.
+    pub fn input_size(&self) -> u32 {
+        self.image_size
+            .or_else(|| self.backbone().ok().map(|b| b.native_size()))
+            .unwrap_or(224)
+    }
+
     /// The compiled `group_by` pattern (`None` when unset).
     pub fn group_regex(&self) -> Result<Option<regex::Regex>, regex::Error> {
         self.group_by.as_deref().map(regex::Regex::new).transpose()
@@ -227,11 +245,10 @@ impl FitConfig {
         if self.data.as_os_str().is_empty() {
             return bad("no data folder: pass --data DIR");
         }
-        if self.image_size < 32
-            || !self.image_size.is_multiple_of(32)
-            || self.image_size > kestrel_runtime::PreprocessSpec::MAX_SIDE
-        {
-            return bad("image_size must be a multiple of 32 from 32 to 4096 (EfficientNet downsamples 32×)");
+        self.backbone()?;
+        // "SAME" padding takes any size; below 32 px the last stage would see less than a pixel.
+        if !(32..=kestrel_runtime::PreprocessSpec::MAX_SIDE).contains(&self.input_size()) {
+            return bad("image_size must be from 32 to 4096 pixels");
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1");
@@ -293,9 +310,16 @@ mod tests {
             ..FitConfig::default()
         };
         assert!(c.validate().is_ok());
-        c.image_size = 100;
+        c.image_size = Some(31);
         assert!(c.validate().is_err());
-        c.image_size = 4096 + 32;
+        c.image_size = Some(4096 + 32);
         assert!(c.validate().is_err());
+        c.image_size = Some(240);
+        assert!(c.validate().is_ok());
+        c.backbone = "lite9".into();
+        assert!(
+            c.validate()
+                .is_err_and(|e| e.to_string().contains("lite0, lite1, lite2"))
+        );
     }
 }

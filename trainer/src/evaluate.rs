@@ -6,11 +6,12 @@ use kestrel_runtime::decode::DEFAULT_MAX_PIXELS;
 use kestrel_runtime::{Classifier, LoadOptions};
 use rayon::prelude::*;
 
-use crate::dataset::{Sample, is_image};
-use crate::images::{self, CacheError, Skipped};
+use crate::data::classes::{ScanError, class_folders};
+use crate::data::dataset::Sample;
+use crate::data::images::{self, CacheError, Skipped};
+use crate::data::store::{Store, StoreError};
 use crate::metrics::{self, Evaluation};
 use crate::progress::Progress;
-use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -20,12 +21,8 @@ pub enum EvalError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Scan(#[from] ScanError),
     #[error("folder {path} is class `{class}`, which model {model} does not know (its classes: {known})")]
     UnknownClass {
         path: PathBuf,
@@ -41,34 +38,18 @@ pub enum EvalError {
 pub fn evaluate_folder(model: &Path, data: &Path) -> Result<(Evaluation, Vec<Skipped>), EvalError> {
     let classifier = Classifier::load(model, &LoadOptions::default())?;
     let labels = classifier.labels().to_vec();
-    let read = |p: &Path| {
-        std::fs::read_dir(p).map_err(|source| EvalError::Read {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
     let mut samples = Vec::new();
-    for entry in read(data)?.flatten() {
-        let dir = entry.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let class = entry.file_name().to_string_lossy().into_owned();
+    for class in class_folders(data)? {
         let label = labels
             .iter()
-            .position(|l| *l == class)
+            .position(|l| *l == class.name)
             .ok_or_else(|| EvalError::UnknownClass {
-                path: dir.clone(),
-                class: class.clone(),
+                path: class.dir.clone(),
+                class: class.name.clone(),
                 model: model.to_path_buf(),
                 known: labels.join(", "),
             })?;
-        for file in read(&dir)?.flatten() {
-            let path = file.path();
-            if is_image(&path) {
-                samples.push(Sample { path, label });
-            }
-        }
+        samples.extend(class.images.into_iter().map(|path| Sample { path, label }));
     }
     samples.sort_by(|a, b| a.path.cmp(&b.path));
     if samples.is_empty() {

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kestrel_trainer::checkpoint::{self, Phase};
-use kestrel_trainer::efficientnet::EfficientNet;
-use kestrel_trainer::sample_data::make_photo_folder;
+use kestrel_trainer::data::sample_data::make_photo_folder;
+use kestrel_trainer::model;
+use kestrel_trainer::train::checkpoint::{self, Phase};
 
 fn train_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kestrel-train"));
@@ -20,6 +20,13 @@ fn fit_cmd(data: &Path, run: &Path) -> Command {
     let mut c = train_cmd();
     c.arg("fit").arg("--data").arg(data).arg("--out").arg(run);
     c
+}
+
+/// Three classes × 4 sample-photo variants at 64 px in `dir/photos`.
+fn photo_folder(dir: &Path, seed: u64) -> std::path::PathBuf {
+    let data = dir.join("photos");
+    make_photo_folder(&data, 4, 64, seed).expect("sample data");
+    data
 }
 
 fn check(out: &Output) {
@@ -123,9 +130,10 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     assert_eq!(rows, expected, "each epoch once, in order");
 
     let device = kestrel_trainer::backend::Backend::Flex.device();
-    let template = || EfficientNet::lite0(&device).with_classes(3, &device);
+    let backbone = model::default_backbone();
+    let template = || backbone.build(&device).with_classes(3, &device);
     for name in ["last.ckpt", "best.ckpt"] {
-        let ckpt = checkpoint::load(&run.join("checkpoints").join(name), template()).expect(name);
+        let ckpt = checkpoint::load(&run.join("checkpoints").join(name), backbone, template()).expect(name);
         if name == "last.ckpt" {
             assert_eq!((ckpt.state.phase, ckpt.state.epochs_done), (Phase::Finetune, 3));
         }
@@ -266,8 +274,7 @@ fn bad_data_folders_fail_before_training_with_the_fix() {
 #[test]
 fn a_diverging_run_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("photos");
-    make_photo_folder(&data, 4, 64, 5).expect("sample data");
+    let data = photo_folder(dir.path(), 5);
     let out = fit_cmd(&data, &dir.path().join("run"))
         .args(HEAD_ONLY_32PX)
         .args(["--optimizer", "sgd", "--head-lr", "1e30", "--label-smoothing", "0"])
@@ -284,8 +291,7 @@ fn a_diverging_run_stops_with_a_clear_message() {
 #[test]
 fn folds_and_sweeps_run_full_trials_and_report() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("photos");
-    make_photo_folder(&data, 4, 64, 8).expect("sample data");
+    let data = photo_folder(dir.path(), 8);
     let quick = HEAD_ONLY_32PX;
 
     let cv = dir.path().join("cv");
@@ -394,4 +400,57 @@ fn a_test_split_is_reported_apart_from_validation() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 identical trainings"), "{err}");
+}
+
+/// `--backbone` reaches every part of a run: the network trained (Lite2's 21 blocks, so a Lite0
+/// checkpoint would not load), config.toml (which records the backbone and the size it chose),
+/// the bundle's model card and the report. An unknown name is a usage error that lists the
+/// choices.
+#[test]
+fn a_run_trains_the_backbone_it_is_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = photo_folder(dir.path(), 9);
+    let run = dir.path().join("run");
+    let out = fit_cmd(&data, &run)
+        .args(HEAD_ONLY_32PX)
+        .args(["--backbone", "lite2"])
+        .output()
+        .expect("run");
+    check(&out);
+    let config = std::fs::read_to_string(run.join("config.toml")).expect("config.toml");
+    assert!(
+        config.contains("backbone = \"lite2\"") && config.contains("image_size = 32"),
+        "{config}"
+    );
+    let bundle = kestrel_runtime::Bundle::read(&run.join("model.onnx")).expect("bundle");
+    assert_eq!(bundle.metadata.model_card.backbone, "efficientnet-lite2");
+    let report = std::fs::read_to_string(run.join("report.html")).expect("report");
+    assert!(report.contains("efficientnet-lite2"));
+    let lite2 = model::backbone("lite2").expect("lite2");
+    let device = kestrel_trainer::backend::Backend::Flex.device();
+    let ckpt = checkpoint::load(
+        &run.join("checkpoints/last.ckpt"),
+        lite2,
+        lite2.build(&device).with_classes(3, &device),
+    )
+    .expect("a Lite2 checkpoint");
+    assert_eq!(ckpt.model.blocks.len(), 21);
+
+    // Without --image-size, a backbone trains at its own size.
+    let (data_s, run_s) = (data.to_string_lossy().into_owned(), dir.path().join("default"));
+    let config = kestrel_trainer::config::FitConfig {
+        data: data_s.into(),
+        out: run_s,
+        backbone: "lite1".into(),
+        ..Default::default()
+    };
+    assert_eq!(config.input_size(), 240);
+
+    let out = fit_cmd(&data, &dir.path().join("nope"))
+        .args(["--backbone", "resnet50"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lite0, lite1, lite2"), "{err}");
 }

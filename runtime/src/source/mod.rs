@@ -9,14 +9,18 @@
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod convert;
+pub mod folder;
 pub mod mjpeg;
+mod stream;
+pub mod synthetic;
 
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
+
+pub use folder::FolderSource;
+pub use stream::MjpegSource;
+pub use synthetic::{SyntheticSource, synthetic_jpeg};
 
 use image::{DynamicImage, RgbImage};
 
@@ -62,7 +66,7 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} holds no images (.jpg, .jpeg, .png, .bmp, .webp, .tif)")]
+    #[error("{path} holds no images ({})", crate::image_files::listed())]
     EmptyFolder { path: PathBuf },
     #[error("{0}")]
     Spec(String),
@@ -206,259 +210,6 @@ fn open_camera(_: &str, _: &OpenOptions) -> Result<Box<dyn FrameSource>, SourceE
     Err(SourceError::NoCameraSupport)
 }
 
-/// Image extensions a folder source plays.
-pub fn is_image_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .is_some_and(|e| {
-            matches!(
-                e.as_str(),
-                "jpg" | "jpeg" | "png" | "bmp" | "webp" | "tif" | "tiff" | "gif"
-            )
-        })
-}
-
-/// A folder of images in name order, or a single image.
-pub struct FolderSource {
-    what: String,
-    files: Vec<PathBuf>,
-    next: usize,
-}
-
-impl FolderSource {
-    pub fn new(dir: &Path) -> Result<Self, SourceError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| SourceError::Io {
-            what: dir.display().to_string(),
-            source,
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && is_image_name(p))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(SourceError::EmptyFolder { path: dir.into() });
-        }
-        Ok(FolderSource {
-            what: format!("folder {} ({} images, name order)", dir.display(), files.len()),
-            files,
-            next: 0,
-        })
-    }
-
-    pub fn single(path: &Path) -> Self {
-        FolderSource {
-            what: format!("image {}", path.display()),
-            files: vec![path.to_path_buf()],
-            next: 0,
-        }
-    }
-}
-
-impl FrameSource for FolderSource {
-    fn describe(&self) -> String {
-        self.what.clone()
-    }
-
-    fn is_live(&self) -> bool {
-        false
-    }
-
-    fn next(&mut self) -> Result<Next, SourceError> {
-        let Some(path) = self.files.get(self.next).cloned() else {
-            return Ok(Next::End);
-        };
-        let index = self.next as u64;
-        self.next += 1;
-        let captured = Instant::now();
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Next::Frame(Frame {
-                index,
-                captured,
-                name: Some(path.display().to_string()),
-                payload: Payload::Encoded(bytes),
-            })),
-            // A file that vanished or cannot be read is one bad frame, not the end of the folder.
-            Err(e) => Ok(Next::Corrupt {
-                index,
-                reason: format!("cannot read {}: {e}", path.display()),
-            }),
-        }
-    }
-}
-
-/// Deterministic JPEG frames: moving gradients and a bright square, so decode and preprocess
-/// cost what a real frame costs.
-pub struct SyntheticSource {
-    width: u32,
-    height: u32,
-    frames: u64,
-    next: u64,
-    encoded: Vec<Vec<u8>>,
-}
-
-impl SyntheticSource {
-    pub fn new(width: u32, height: u32, frames: u64) -> Self {
-        let encoded = (0..8).map(|i| synthetic_jpeg(width, height, i)).collect();
-        SyntheticSource {
-            width,
-            height,
-            frames,
-            next: 0,
-            encoded,
-        }
-    }
-}
-
-/// Frame `i` of the synthetic pattern as JPEG (quality 85, like a webcam's MJPEG).
-pub fn synthetic_jpeg(width: u32, height: u32, i: u32) -> Vec<u8> {
-    let img = RgbImage::from_fn(width, height, |x, y| {
-        let s = (i * 37) % 255;
-        let inside = x / 64 % 4 == i % 4 && y / 64 % 3 == i % 3;
-        if inside {
-            image::Rgb([250, 240, 40])
-        } else {
-            image::Rgb([
-                ((x * 255 / width.max(1)) + s) as u8,
-                ((y * 255 / height.max(1)) as u8).wrapping_add(s as u8),
-                ((x + y) % 256) as u8,
-            ])
-        }
-    });
-    let mut out = Vec::new();
-    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
-    // Encoding an in-memory RGB image cannot fail short of allocation failure.
-    let _ = img.write_with_encoder(encoder);
-    out
-}
-
-impl FrameSource for SyntheticSource {
-    fn describe(&self) -> String {
-        format!("synthetic {}x{} MJPEG pattern", self.width, self.height)
-    }
-
-    fn is_live(&self) -> bool {
-        false
-    }
-
-    fn next(&mut self) -> Result<Next, SourceError> {
-        if self.next >= self.frames {
-            return Ok(Next::End);
-        }
-        let index = self.next;
-        self.next += 1;
-        Ok(Next::Frame(Frame {
-            index,
-            captured: Instant::now(),
-            name: None,
-            payload: Payload::Encoded(self.encoded[(index % self.encoded.len() as u64) as usize].clone()),
-        }))
-    }
-}
-
-/// An MJPEG byte stream.
-pub struct MjpegSource {
-    what: String,
-    live: bool,
-    reader: mjpeg::MjpegReader<Box<dyn Read + Send>>,
-    next: u64,
-}
-
-impl MjpegSource {
-    pub fn open(input: &MjpegInput, options: &OpenOptions) -> Result<Self, SourceError> {
-        let (what, live, reader): (String, bool, Box<dyn Read + Send>) = match input {
-            MjpegInput::Stdin => ("MJPEG stream on stdin".into(), true, Box::new(std::io::stdin())),
-            MjpegInput::Path(p) => {
-                let file = File::open(p).map_err(|source| SourceError::Io {
-                    what: p.display().to_string(),
-                    source,
-                })?;
-                // A named pipe is fed in real time (a camera); a regular file is a recording.
-                let is_fifo = file_is_fifo(&file);
-                let live = options.live.unwrap_or(is_fifo);
-                let kind = if is_fifo { "pipe" } else { "file" };
-                (
-                    format!("MJPEG {kind} {}", p.display()),
-                    live,
-                    Box::new(BufReader::new(file)),
-                )
-            }
-            MjpegInput::Tcp(addr) => {
-                let stream = TcpStream::connect(addr).map_err(|source| SourceError::Io {
-                    what: format!("tcp://{addr}"),
-                    source,
-                })?;
-                (format!("MJPEG over TCP from {addr}"), true, Box::new(stream))
-            }
-        };
-        Ok(MjpegSource {
-            what,
-            live,
-            reader: mjpeg::MjpegReader::new(reader),
-            next: 0,
-        })
-    }
-
-    /// A source over any reader (tests, and callers with their own transport).
-    pub fn from_reader(what: &str, live: bool, reader: Box<dyn Read + Send>) -> Self {
-        MjpegSource {
-            what: what.into(),
-            live,
-            reader: mjpeg::MjpegReader::new(reader),
-            next: 0,
-        }
-    }
-}
-
-#[cfg(unix)]
-fn file_is_fifo(file: &File) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    file.metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false)
-}
-
-#[cfg(not(unix))]
-fn file_is_fifo(_: &File) -> bool {
-    false
-}
-
-impl FrameSource for MjpegSource {
-    fn describe(&self) -> String {
-        self.what.clone()
-    }
-
-    fn is_live(&self) -> bool {
-        self.live
-    }
-
-    fn next(&mut self) -> Result<Next, SourceError> {
-        let piece = self.reader.next_piece().map_err(|source| SourceError::Io {
-            what: self.what.clone(),
-            source,
-        })?;
-        let index = self.next;
-        Ok(match piece {
-            None => Next::End,
-            Some(p) => {
-                self.next += 1;
-                match p {
-                    mjpeg::Piece::Frame(bytes) => Next::Frame(Frame {
-                        index,
-                        captured: Instant::now(),
-                        name: None,
-                        payload: Payload::Encoded(bytes),
-                    }),
-                    mjpeg::Piece::Corrupt { bytes, reason } => Next::Corrupt {
-                        index,
-                        reason: format!("{reason}, {bytes} bytes"),
-                    },
-                }
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,18 +243,5 @@ mod tests {
         assert!("synthetic:0x5".parse::<SourceSpec>().is_err());
         let err = "no/such/place".parse::<SourceSpec>().err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("mjpeg:-")));
-    }
-
-    #[test]
-    fn synthetic_frames_are_deterministic_jpegs() {
-        let mut s = SyntheticSource::new(96, 64, 3);
-        let mut frames = Vec::new();
-        while let Ok(Next::Frame(f)) = s.next() {
-            let img = f.decode(1 << 20).expect("decodes");
-            assert_eq!((img.width(), img.height()), (96, 64));
-            frames.push(f);
-        }
-        assert_eq!(frames.len(), 3);
-        assert_eq!(synthetic_jpeg(96, 64, 1), synthetic_jpeg(96, 64, 1));
     }
 }

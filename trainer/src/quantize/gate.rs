@@ -14,9 +14,9 @@ use tract_onnx::pb;
 
 use super::calibrate::{Calibration, RangeMethod};
 use super::{Options, QuantizeError, Rewritten, Scheme, quantize};
+use crate::data::store::Store;
 use crate::evaluate::logits;
 use crate::metrics::{self, Evaluation};
-use crate::store::Store;
 
 /// The percentile tried beside min/max.
 pub const PERCENTILE: f64 = 0.9999;

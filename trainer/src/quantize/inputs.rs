@@ -16,12 +16,13 @@ use rayon::prelude::*;
 
 use super::QuantizeError;
 use super::gate::Held;
-use crate::augment;
 use crate::config::Augment;
-use crate::dataset::{Dataset, Sample, SplitMix64, SplitOptions, is_image};
-use crate::images::{self, DecodedSet, EvalSet, Jpeg, Skipped};
+use crate::data::augment;
+use crate::data::dataset::{Dataset, Sample, SplitMix64, SplitOptions};
+use crate::data::images::{self, DecodedSet, EvalSet, Jpeg, Skipped};
+use crate::data::store::Store;
 use crate::progress::Progress;
-use crate::store::Store;
+use kestrel_runtime::image_files::is_image_name;
 
 #[derive(Debug, Clone)]
 pub struct InputOptions {
@@ -64,7 +65,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
         // file_type() does not follow symlinks, so a link loop cannot recurse forever.
         match entry.file_type() {
             Ok(t) if t.is_dir() && depth < 8 => walk(&path, out, depth + 1),
-            Ok(_) if is_image(&path) => out.push(path),
+            Ok(_) if is_image_name(&path) => out.push(path),
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 pub mod calibrate;
 pub mod gate;
 pub mod inputs;
+pub mod params;
 pub mod rewrite;
 
 use std::collections::HashSet;
@@ -35,10 +36,10 @@ pub enum QuantizeError {
     Evaluate {
         path: PathBuf,
         #[source]
-        source: crate::images::CacheError,
+        source: crate::data::images::CacheError,
     },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::data::store::StoreError),
     #[error("no calibration images: {hint}")]
     NoImages { hint: String },
 }

@@ -11,7 +11,7 @@
 //! int8 is computed in f32, exactly (see the parent module): the buffer holds `x − zx`, and each
 //! block's sums are integers below 2²². f32 models use the same blocks with the input copied in.
 //!
-//! This file holds the portable forms (the aarch64 path); `x86.rs` passes its own fill and block
+//! This file holds the portable forms (the aarch64 path); `x86` passes its own fill and block
 //! closures (AVX2, AVX-512) to the same driver.
 
 use std::ops::Range;
@@ -113,7 +113,7 @@ impl PhaseLayout {
 
 /// The driver: channel by channel, `fill` writes the phase buffer and `block` computes and
 /// stores each block (given the channel). `weights(c, w)` writes channel `c`'s taps as f32.
-/// `#[inline(always)]`: `x86.rs` compiles it again inside AVX2 and AVX-512 functions.
+/// `#[inline(always)]`: `x86` compiles it again inside AVX2 and AVX-512 functions.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn blocks<const L: usize, X: Copy, O>(
@@ -180,7 +180,7 @@ pub fn blocks<const L: usize, X: Copy, O>(
 /// `a[r][j] = Σ_t w[t] · src[offsets[t] + r·row_stride + j]`, row by row, so each row is one
 /// accumulator of `L` lanes that LLVM keeps in vector registers (several registers wide:
 /// independent chains). `FUSED` picks `mul_add`, an FMA instruction on aarch64 (on x86 without
-/// FMA it would be a library call). `x86.rs` has intrinsics forms that interleave all rows.
+/// FMA it would be a library call). `x86` has intrinsics forms that interleave all rows.
 #[inline(always)]
 pub fn accumulate<const L: usize, const FUSED: bool>(b: &Block) -> [[f32; L]; ROWS] {
     let mut out = [[0f32; L]; ROWS];

@@ -1,6 +1,6 @@
 //! Safe kernels shaped for auto-vectorisation: fixed-width inner loops over contiguous slices
 //! (on aarch64 these are the product's kernels: NEON is always there, no runtime check).
-//! The `*_body` functions are `#[inline(always)]` so `x86.rs` can compile them again inside an
+//! The `*_body` functions are `#[inline(always)]` so `x86` can compile them again inside an
 //! AVX2+FMA function, where the same loops vectorise eight lanes wide.
 
 use std::ops::Range;

@@ -63,7 +63,7 @@ fn symmetric(mut w: Vec<i8>) -> Vec<i8> {
 fn assert_packed_for(path: GemmPath, w: &GemmWeights) {
     #[cfg(target_arch = "aarch64")]
     if path == GemmPath::NeonMull {
-        let mull = matches!(w.packed, PackedWeights::NeonMull(_));
+        let mull = matches!(w.packed, super::gemm::PackedWeights::NeonMull(_));
         assert_eq!(mull, !w.plain.contains(&i8::MIN), "mull packing iff no −128");
     }
     let _ = (path, w);

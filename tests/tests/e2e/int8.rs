@@ -1,0 +1,383 @@
+//! int8 bundles: the shipped one, the calibrated schemes on Kestrel's integer kernels, float
+//! convolutions on Kestrel's kernels, and a trained model through the accuracy gate.
+
+use std::path::Path;
+
+use kestrel_e2e::shipped_imagenet_bundle;
+use kestrel_runtime::bundle::Bundle;
+use kestrel_runtime::{Classifier, LoadOptions, load_image, preprocess};
+use kestrel_trainer::assets;
+use kestrel_trainer::backend::Backend;
+use kestrel_trainer::model::pretrained;
+use tract_onnx::pb;
+
+use crate::util::*;
+
+/// The shipped int8 bundle: rebuilt by its recipe it is byte-identical to the committed file,
+/// a quarter of the float size, every Conv/Gemm weight int8, the dequantisation folded away by
+/// tract (so it runs float kernels: the weight-only promise), and it keeps the photos' answers.
+#[test]
+fn shipped_int8_bundle_is_reproducible_and_keeps_its_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("imagenet.int8.onnx");
+    let outcome = pretrained::quantize_imagenet(&shipped_imagenet_bundle(), &out).expect("quantize");
+    let chosen = outcome.chosen().expect("passes the gate");
+    println!(
+        "shipped int8: {} · {}",
+        chosen.label,
+        kestrel_trainer::quantize::gate::summary(&outcome)
+    );
+    assert!(
+        chosen.evaluation.images >= 10,
+        "too few confident held-out images to mean anything"
+    );
+    let committed = kestrel_e2e::repo_root().join("models/efficientnet-lite0-imagenet.int8.onnx");
+    assert!(
+        std::fs::read(&committed).expect("models/efficientnet-lite0-imagenet.int8.onnx")
+            == std::fs::read(&out).expect("fresh"),
+        "models/efficientnet-lite0-imagenet.int8.onnx is stale: regenerate it with \
+         `cargo run -p kestrel-trainer -- export-imagenet`"
+    );
+    let (float_size, int8_size) = (
+        std::fs::metadata(shipped_imagenet_bundle()).expect("float").len(),
+        std::fs::metadata(&out).expect("int8").len(),
+    );
+    println!("weight-only int8: {float_size} → {int8_size} bytes");
+    assert!(int8_size * 10 < float_size * 3, "{int8_size} vs {float_size}");
+
+    let bundle = Bundle::read(&out).expect("valid bundle");
+    let card = &bundle.metadata.model_card;
+    assert_eq!(card.precision, "int8-weight-only");
+    assert_eq!(card.metrics.get("held_out_agreement_with_float"), Some(&1.0));
+    assert!(
+        card.notes.as_deref().unwrap_or("").contains("weight-only"),
+        "{:?}",
+        card.notes
+    );
+    let graph = bundle.proto.graph.as_ref().expect("graph");
+    let int8 = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == pb::tensor_proto::DataType::Int8 as i32)
+        .count();
+    assert_eq!(int8, 50, "49 convolutions and the classifier");
+
+    let float = Classifier::load(&shipped_imagenet_bundle(), &LoadOptions::default()).expect("float");
+    let int8 = Classifier::load(&out, &LoadOptions::default()).expect("int8");
+    let ops = int8.op_names();
+    println!("weight-only plan: {} ops: {ops:?}", ops.len());
+    // The float plan's kernels and nothing else: tract folds each Conv weight's dequantisation at
+    // load but left the classifier's (5 MB as f32, over its 4 MiB fold budget) to run on every
+    // inference, ~5 ms of 30 on 1 thread; Kestrel folds every constant dequantisation at load
+    // (int8::lower::fold_constant_dequantize), for those 5 MB of memory.
+    let float_ops = float.op_names();
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    for kernel in ["OptMatMul", "DepthWiseConv", "LazyIm2col", "OptBinChain(Max+Min)"] {
+        assert_eq!(count(&ops, kernel), count(&float_ops, kernel), "{kernel}: {ops:?}");
+    }
+    assert!(
+        !ops.iter().any(|o| o.contains("Quant")),
+        "quantisation ops at run time: {ops:?}"
+    );
+    assert_eq!(count(&ops, "Cast"), 0, "nothing decodes int8 at run time: {ops:?}");
+    for name in [
+        "chelsea.png",
+        "coffee.png",
+        "astronaut.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+    ] {
+        let img = sample(name);
+        let (a, b) = (float.classify(&img).expect("float"), int8.classify(&img).expect("int8"));
+        let (ta, tb) = (a.top_k(float.labels(), 1), b.top_k(int8.labels(), 1));
+        assert_eq!(ta[0].index, tb[0].index, "{name}: float {ta:?} vs int8 {tb:?}");
+        let diff = a
+            .probabilities
+            .iter()
+            .zip(&b.probabilities)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 0.05, "{name}: probabilities moved by {diff}");
+    }
+}
+
+/// Activation-quantised schemes on the ImageNet bundle, calibrated on the sample photos: each
+/// compiles to integer kernels in tract (no silent fall-back to float), and still names the cat.
+#[test]
+fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
+    use kestrel_trainer::quantize::{self, Options, RangeMethod, Scheme, calibrate, inputs};
+    let path = shipped_imagenet_bundle();
+    let float = Bundle::read(&path).expect("float bundle");
+    let options = inputs::InputOptions {
+        views: 2,
+        val_fraction: 0.3,
+        ..inputs::InputOptions::default()
+    };
+    let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
+    let data = inputs::from_folder(&photos, &float.metadata.labels, &float.metadata.preprocess, &options)
+        .expect("calibration images");
+    let shape = float.metadata.preprocess.batch_shape(1);
+    let calibration = calibrate::calibrate(&float.proto, shape, &data.calibration, &path).expect("calibrate");
+    let float_ops = Classifier::from_bundle(float.clone(), &path, &LoadOptions::default())
+        .expect("float")
+        .op_names();
+    println!("float plan: {float_ops:?}");
+    let chelsea = sample("chelsea.png");
+    for scheme in [Scheme::Int8, Scheme::QOperator, Scheme::Mixed, Scheme::Qdq] {
+        let options = Options {
+            method: RangeMethod::Percentile(quantize::gate::PERCENTILE),
+            ..Options::new(scheme)
+        };
+        let (bundle, done) = quantize::quantize(&float, Some(&calibration), &options, &path).expect("quantize");
+        let int8 = Classifier::from_bundle(bundle.clone(), &path, &LoadOptions::default()).expect("int8 bundle loads");
+        let ops = int8.op_names();
+        println!("{scheme}: {done:?}; plan {ops:?}");
+        assert_ne!(ops, float_ops, "{scheme}: tract runs the float plan");
+        // What each scheme promises, read off tract's optimised plan: an integer Conv shows as
+        // its u8 input moved to i8 for tract's i8 matmul kernels (OffsetU8asI8) and a
+        // requantisation (Scale); a float depthwise Conv as tract's f32 DepthWiseConv; QDQ is
+        // simulated in f32 (Quantize/Dequantize ops around float kernels, no integer matmul).
+        let count = |name: &str| ops.iter().filter(|o| *o == name).count();
+        if scheme == Scheme::Int8 {
+            int8_plan_is_all_integer(&int8, &ops, done.int8_convs);
+            int8_kernels_agree_with_tracts_simulation(&int8, bundle, &path);
+            let top = int8.classify(&chelsea).expect("classify").top_k(int8.labels(), 3);
+            println!("{scheme}: chelsea → {top:?}");
+            assert!(CAT_CLASSES.contains(&top[0].index), "{scheme}: chelsea → {top:?}");
+            continue;
+        }
+        let (integer, float_depthwise) = match scheme {
+            Scheme::QOperator => (49, 0),
+            Scheme::Mixed => (33, 16),
+            _ => (0, 16),
+        };
+        assert_eq!(done.int8_convs, if scheme == Scheme::Qdq { 49 } else { integer });
+        assert_eq!(count("OffsetU8asI8"), integer, "{scheme}: integer convs in {ops:?}");
+        assert_eq!(count("Scale"), integer, "{scheme}: requantisations in {ops:?}");
+        assert_eq!(
+            count(&format!("{}.depthwise", kestrel_runtime::int8::f32_conv::OP)),
+            float_depthwise,
+            "{scheme}: float depthwise on Kestrel's kernel in {ops:?}"
+        );
+        assert_eq!(count("DepthWiseConv"), 0, "{scheme}: tract's f32 depthwise in {ops:?}");
+        if scheme == Scheme::Qdq {
+            assert!(count("QuantizeLinearU8") >= 49, "{scheme}: {ops:?}");
+        }
+        let top = int8.classify(&chelsea).expect("classify").top_k(int8.labels(), 3);
+        println!("{scheme}: chelsea → {top:?}");
+        assert!(CAT_CLASSES.contains(&top[0].index), "{scheme}: chelsea → {top:?}");
+    }
+}
+
+/// The int8 scheme's plan, read off tract: every Conv and residual Add of Lite0 runs on Kestrel's
+/// integer ops (16 depthwise, 32 pointwise, the stem through im2col; 9 adds), and nothing of
+/// tract's own convolution machinery is left (no im2col, no f32 depthwise, no matmul but the
+/// float classifier's). Fails if a tract upgrade or a change in the file's form stops the lowering.
+fn int8_plan_is_all_integer(int8: &Classifier, ops: &[String], written: usize) {
+    use kestrel_runtime::int8::ops::{ADD, CONV, QUANTIZE};
+    let count = |name: &str| ops.iter().filter(|o| *o == name).count();
+    let lowered = int8.int8();
+    assert_eq!(
+        (lowered.int8_convs, lowered.int8_adds, lowered.other_convs),
+        (written, 9, 0),
+        "{ops:?}"
+    );
+    assert_eq!(count(&format!("{CONV}.depthwise")), 16, "{ops:?}");
+    assert_eq!(count(&format!("{CONV}.pointwise")), 32, "{ops:?}");
+    assert_eq!(count(&format!("{CONV}.im2col")), 1, "{ops:?}");
+    assert_eq!(count(ADD), 9, "{ops:?}");
+    assert_eq!(
+        (count(QUANTIZE), count("QuantizeLinearI8")),
+        (1, 0),
+        "the input is quantised by Kestrel's kernel: {ops:?}"
+    );
+    let tracts: Vec<&String> = ops
+        .iter()
+        .filter(|o| o.contains("Conv") && !o.starts_with(CONV) || o.contains("Im2col") || o.contains("DepthWise"))
+        .collect();
+    assert!(tracts.is_empty(), "tract still runs {tracts:?} in {ops:?}");
+    assert_eq!(count("OptMatMul"), 1, "only the float classifier is a matmul: {ops:?}");
+}
+
+/// The same int8 file through Kestrel's kernels and through tract alone (which simulates QDQ in
+/// f32): integer accumulation is exact where f32 rounds, so a few activations land one step
+/// apart; the logits must still agree closely and name the same class.
+fn int8_kernels_agree_with_tracts_simulation(int8: &Classifier, bundle: Bundle, path: &Path) {
+    let options = LoadOptions {
+        int8_kernels: false,
+        ..LoadOptions::default()
+    };
+    let simulated = Classifier::from_bundle(bundle, path, &options).expect("tract alone");
+    assert_eq!(simulated.int8().int8_convs, 0);
+    let photos = assets::photos().expect("photos");
+    let (mut worst, mut agree, mut n) = (0f32, 0, 0);
+    for entry in std::fs::read_dir(&photos).expect("photos").flatten() {
+        let Ok(image) = load_image(&entry.path()) else { continue };
+        let input = preprocess(&image, &int8.metadata().preprocess).expect("preprocess");
+        let ours = int8.logits(&input).expect("int8 kernels");
+        let theirs = simulated.logits(&input).expect("tract");
+        let range = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        worst = worst.max(diff / range);
+        agree += usize::from(top1(&ours) == top1(&theirs));
+        n += 1;
+    }
+    println!(
+        "int8 kernels vs tract's f32 simulation: top-1 agree on {agree}/{n} photos, max |Δlogit| {:.3} of the logit range",
+        worst
+    );
+    assert!(n >= 10, "{n} photos");
+    assert!(agree * 10 >= n * 9, "top-1 agrees on {agree}/{n}");
+    // Measured 0.036 on these photos (this machine, x86-64 AVX2); about twice that as the bound.
+    assert!(worst < 0.08, "max |Δlogit| {worst} of the range");
+}
+
+/// Float bundles run their convolutions on Kestrel's kernels: the 16 depthwise ones everywhere
+/// (none left on tract's `DepthWiseConv`), the 32 pointwise ones where the CPU has AVX-512; and
+/// the logits match tract's own float plan on every photo: same top-1, max |Δlogit| within f32
+/// rounding of a different summation order.
+#[test]
+fn float_convolutions_run_on_kestrels_kernels_and_match_tract() {
+    use kestrel_runtime::int8::f32_conv::OP;
+    let path = shipped_imagenet_bundle();
+    let ours = Classifier::load(&path, &LoadOptions::default()).expect("float bundle");
+    let ops = ours.op_names();
+    let count = |name: &str| ops.iter().filter(|o| *o == name).count();
+    let pointwise = if kestrel_runtime::int8::kernels::gemm_f32_available() {
+        32
+    } else {
+        0
+    };
+    assert_eq!(
+        (count(&format!("{OP}.depthwise")), count("DepthWiseConv")),
+        (16, 0),
+        "{ops:?}"
+    );
+    assert_eq!(count(&format!("{OP}.pointwise")), pointwise, "{ops:?}");
+    assert_eq!((ours.int8().f32_depthwise, ours.int8().f32_pointwise), (16, pointwise));
+    let options = LoadOptions {
+        int8_kernels: false,
+        ..LoadOptions::default()
+    };
+    let tract = Classifier::load(&path, &options).expect("tract alone");
+    assert!(tract.op_names().iter().all(|o| !o.starts_with(OP)));
+    let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
+    let (mut worst, mut n) = (0f32, 0);
+    for entry in std::fs::read_dir(&photos).expect("photos").flatten() {
+        let Ok(image) = load_image(&entry.path()) else { continue };
+        let input = preprocess(&image, &ours.metadata().preprocess).expect("preprocess");
+        let (a, b) = (ours.logits(&input).expect("ours"), tract.logits(&input).expect("tract"));
+        let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        worst = worst.max(diff / range);
+        assert_eq!(top1(&a), top1(&b), "{}", entry.path().display());
+        n += 1;
+    }
+    println!("float: Kestrel's convolutions vs tract's, {n} photos: max |Δlogit| {worst:.2e} of the logit range");
+    assert!(n >= 10, "{n} photos");
+    // f32 sums in another order: a few ulps per layer through 49 layers. Measured below 1e-5
+    // here; a wrong tap, stride, weight or bias is off by far more than the bound.
+    assert!(worst < 1e-4, "max |Δlogit| {worst} of the range");
+}
+
+/// A model trained in the test, quantised with calibration on its own training split: the
+/// int8 bundle passes the gate and agrees with float on fresh images; a calibration on one
+/// constant image is refused by the gate.
+#[test]
+fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
+    use kestrel_trainer::quantize::{self, Scheme, gate, inputs};
+    use kestrel_trainer::{progress::Progress, train};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Flex, 0).expect("sample data");
+    let fitted = train::fit(&config, false, &Progress::plain()).expect("fit");
+    let run = train::RunDir(config.out.clone());
+    train::finish::finish(&run, &fitted).expect("export");
+    let float = Bundle::read(&run.model()).expect("float bundle");
+    let data = inputs::from_run(
+        &fitted.data.train,
+        &fitted.data.val,
+        &fitted.data.dataset.classes,
+        &fitted.data.spec,
+        512,
+        config.seed,
+    )
+    .expect("calibration inputs");
+    let request = gate::Request {
+        scheme: Scheme::QOperator,
+        per_channel: true,
+        method: None,
+        max_drop: 1.0,
+        fallbacks: true,
+    };
+    let out = dir.path().join("model.int8.onnx");
+    let outcome = quantize::calibrate_and_write(&float, &run.model(), &data, &request, &out, |_| {}).expect("quantize");
+    println!("trained model, qoperator: {}", gate::summary(&outcome));
+    let chosen = outcome.chosen().expect("a candidate within 1 pt");
+    assert!(chosen.drop_pts <= 1.0);
+    let card = Bundle::read(&out).expect("int8 bundle").metadata.model_card;
+    assert_eq!(card.precision, "int8-qoperator");
+    assert_eq!(card.metrics.get("val_top1"), Some(&chosen.evaluation.top1));
+    assert!(card.metrics.contains_key("float_val_top1"));
+
+    // Fresh images of the same classes: int8 and float agree on at least 90% of top-1 answers.
+    let fresh = dir.path().join("fresh");
+    kestrel_trainer::data::sample_data::make_photo_folder(&fresh, 10, 80, 77).expect("fresh photos");
+    let (f, q) = (
+        Classifier::load(&run.model(), &LoadOptions::default()).expect("float"),
+        Classifier::load(&out, &LoadOptions::default()).expect("int8"),
+    );
+    let (mut agree, mut total) = (0, 0);
+    for class in std::fs::read_dir(&fresh).expect("fresh").flatten() {
+        for file in std::fs::read_dir(class.path()).expect("class").flatten() {
+            let img = load_image(&file.path()).expect("decode");
+            let (a, b) = (f.classify(&img).expect("float"), q.classify(&img).expect("int8"));
+            agree += usize::from(a.top_k(f.labels(), 1)[0].index == b.top_k(q.labels(), 1)[0].index);
+            total += 1;
+        }
+    }
+    println!("fresh images: int8 agrees with float on {agree}/{total}");
+    assert!(total >= 30 && agree * 10 >= total * 9, "{agree}/{total}");
+
+    // One constant grey image as the whole calibration set: ranges collapse, the gate refuses.
+    let grey = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+    let mut one = kestrel_trainer::data::store::Store::in_memory();
+    one.push_image(&grey).expect("in memory");
+    let grey_set = kestrel_trainer::data::images::DecodedSet {
+        images: one,
+        labels: vec![0],
+        skipped: Vec::new(),
+    };
+    let broken = inputs::from_run(
+        &grey_set,
+        &fitted.data.val,
+        &fitted.data.dataset.classes,
+        &fitted.data.spec,
+        1,
+        config.seed,
+    )
+    .expect("calibration inputs");
+    let refused = quantize::calibrate_and_write(
+        &float,
+        &run.model(),
+        &broken,
+        &gate::Request {
+            fallbacks: false,
+            method: Some(quantize::RangeMethod::MinMax),
+            ..request
+        },
+        &dir.path().join("broken.int8.onnx"),
+        |_| {},
+    )
+    .expect("search runs");
+    println!("constant-image calibration: {}", gate::summary(&refused));
+    assert!(refused.chosen.is_none(), "the gate let a broken calibration through");
+    assert!(
+        !dir.path().join("broken.int8.onnx").exists(),
+        "nothing is written on refusal"
+    );
+}

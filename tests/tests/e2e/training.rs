@@ -1,0 +1,201 @@
+//! Training on each backend, messy data folders, the feature cache and checkpoints.
+
+use burn::module::Module;
+
+use image::DynamicImage;
+use kestrel_runtime::load_image;
+use kestrel_trainer::backend::Backend;
+use kestrel_trainer::data::batch;
+use kestrel_trainer::model::{self, pretrained};
+
+use crate::util::*;
+
+/// The wgpu backend (Mesa's lavapipe where there is no GPU) computes what flex computes, and a
+/// short two-phase fit runs on it. CI installs mesa-vulkan-drivers (scripts/test.sh).
+#[test]
+fn wgpu_backend_matches_flex_and_trains() {
+    use kestrel_trainer::progress::Progress;
+    use kestrel_trainer::train;
+
+    let spec = kestrel_runtime::PreprocessSpec::efficientnet_lite(64);
+    let photos = [sample("chelsea.png"), sample("coffee.png")];
+    let logits = |backend: Backend| {
+        let device = backend.device();
+        let (model, _) = pretrained::load_imagenet(model::default_backbone(), &device, 64).expect("pretrained");
+        let input = batch::images_to_tensor(&photos, &spec, &device).expect("batch");
+        model.forward(input).into_data().try_into_vec::<f32>().expect("logits")
+    };
+    println!("wgpu adapter: {}", Backend::Wgpu.describe());
+    let (gpu, cpu) = (logits(Backend::Wgpu), logits(Backend::Flex));
+    let diff = gpu.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("wgpu ↔ flex max |Δlogit| on 2 photos at 64 px: {diff:.2e}");
+    assert!(diff < 1e-2, "wgpu and flex disagree: {diff}");
+    assert_eq!(top1(&gpu[..1000]), top1(&cpu[..1000]));
+
+    // The same run as the ndarray test below, plus one fine-tuning epoch so the backward pass
+    // runs on wgpu too: the accuracy must land in the same band.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Wgpu, 1).expect("sample data");
+    let fitted = train::fit(&config, false, &Progress::plain()).expect("fit on wgpu");
+    assert_eq!(fitted.history.len(), 5);
+    assert!(
+        fitted
+            .history
+            .iter()
+            .all(|r| r.train_loss.is_finite() && r.val_loss.is_finite())
+    );
+    println!("wgpu: val top-1 {:.1}%", 100.0 * fitted.validation.top1);
+    assert!(fitted.validation.top1 >= 0.9, "{:?}", fitted.validation);
+    let saved = kestrel_trainer::config::FitConfig::load(&dir.path().join("run/config.toml")).expect("config");
+    assert_eq!(saved.backend, Backend::Wgpu);
+}
+
+/// Messy folders: a corrupt file is skipped and counted; grey, RGBA and 16-bit images are used.
+/// The phase-1 feature cache gives the logits the full model gives.
+#[test]
+fn dataset_edge_cases_and_the_feature_cache() {
+    use kestrel_trainer::config::FitConfig;
+    use kestrel_trainer::progress::Progress;
+    use kestrel_trainer::train;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    kestrel_trainer::data::sample_data::make_photo_folder(&data, 6, 64, 11).expect("sample data");
+    std::fs::write(data.join("cat/corrupt.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").expect("write");
+    let coffee = load_image(&data.join("coffee/coffee-000.jpg")).expect("decode");
+    coffee.to_luma8().save(data.join("coffee/grey.png")).expect("grey");
+    coffee.to_rgba8().save(data.join("coffee/rgba.png")).expect("rgba");
+    DynamicImage::ImageRgb16(coffee.to_rgb16())
+        .save(data.join("coffee/deep.png"))
+        .expect("16-bit");
+
+    let config = FitConfig {
+        data,
+        out: dir.path().join("run"),
+        backend: Backend::Flex,
+        image_size: Some(64),
+        batch_size: 8,
+        val_fraction: 0.3,
+        feature_views: 0,
+        ..FitConfig::default()
+    };
+    let prepared = train::prepare(&config, &Progress::plain()).expect("prepare");
+    assert_eq!(prepared.skipped.len(), 1, "{:?}", prepared.skipped);
+    assert!(prepared.skipped[0].path.ends_with("cat/corrupt.jpg"));
+    assert_eq!(
+        prepared.train.len() + prepared.val.len(),
+        3 * 6 + 3,
+        "grey, RGBA, 16-bit all used"
+    );
+
+    let device = Backend::Flex.device();
+    let model = train::pretrained_model(&config, 3, &device).expect("model");
+    let features = train::head_features(&config, &model, &prepared, &Progress::plain()).expect("features");
+    let head = model.valid();
+    let n = prepared.val.len();
+    let via_cache = head
+        .head(burn::tensor::Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(
+                features.val.clone(),
+                [n, kestrel_trainer::model::efficientnet::FEATURES],
+            ),
+            &device,
+        ))
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("logits");
+    let direct = train::predict(&model, &prepared.spec, &prepared.val, 4, &device).expect("predict");
+    let diff = via_cache
+        .iter()
+        .zip(&direct)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "cached features → head differs from the full model by {diff}"
+    );
+}
+
+/// The head phase alone, on the ndarray backend, learns the sample classes.
+#[test]
+fn ndarray_head_training_reaches_high_accuracy() {
+    use kestrel_trainer::progress::Progress;
+    use kestrel_trainer::train;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Ndarray, 0).expect("sample data");
+    let fitted = train::fit(&config, false, &Progress::plain()).expect("fit on ndarray");
+    println!("ndarray head-only: val top-1 {:.1}%", 100.0 * fitted.validation.top1);
+    assert!(fitted.validation.top1 >= 0.9, "{:?}", fitted.validation);
+}
+
+#[test]
+fn corrupted_checkpoints_are_refused_clearly() {
+    use kestrel_trainer::train::checkpoint;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = Backend::Flex.device();
+    let model = model::default_backbone().build(&device).with_classes(2, &device);
+    let state = checkpoint::RunState {
+        backbone: "lite0".into(),
+        phase: checkpoint::Phase::Head,
+        epochs_done: 1,
+        best: Some(0.5),
+        epochs_without_improvement: 0,
+        lr_scale: 1.0,
+        stopped_early: false,
+        history: vec![],
+    };
+    let path = dir.path().join("last.ckpt");
+    checkpoint::save(&path, &state, &model, None).expect("save");
+    let template = || model::default_backbone().build(&device).with_classes(2, &device);
+    assert_eq!(
+        checkpoint::load(&path, model::default_backbone(), template())
+            .expect("load")
+            .state,
+        state
+    );
+    // Another backbone's run cannot resume from it, and is told how to.
+    let lite1 = model::backbone("lite1").expect("lite1");
+    let err = checkpoint::load(&path, lite1, lite1.build(&device).with_classes(2, &device))
+        .err()
+        .expect("backbone mismatch")
+        .to_string();
+    assert!(
+        err.contains("holds a lite0 model") && err.contains("--backbone lite0"),
+        "{err}"
+    );
+    let bytes = std::fs::read(&path).expect("read");
+    for (name, broken) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("garbage", b"hello".to_vec()),
+        ("flipped", {
+            let mut b = bytes.clone();
+            b[20] ^= 0xff;
+            b
+        }),
+        // One weight byte, halfway through the model section: lengths and magic stay valid, and
+        // Burn would load the file as a different model; only the checksum can tell.
+        ("weight", {
+            let mut b = bytes.clone();
+            let json_len = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")) as usize;
+            let model_at = 24 + json_len;
+            let model_len = u64::from_le_bytes(b[model_at..model_at + 8].try_into().expect("8 bytes")) as usize;
+            b[model_at + 8 + model_len / 2] ^= 0x01;
+            b
+        }),
+    ] {
+        let p = dir.path().join(format!("{name}.ckpt"));
+        std::fs::write(&p, broken).expect("write");
+        let err = checkpoint::load(&p, model::default_backbone(), template())
+            .err()
+            .expect(name)
+            .to_string();
+        assert!(
+            err.contains("is corrupt") && err.contains(&format!("{name}.ckpt")),
+            "{name}: {err}"
+        );
+        if name == "weight" {
+            assert!(err.contains("checksum mismatch"), "{err}");
+        }
+    }
+}

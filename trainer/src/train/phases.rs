@@ -1,0 +1,244 @@
+//! The two phases of transfer learning, on one epoch loop ([`run_epochs`]) and one optimiser
+//! step ([`step`]) that lr-find uses too. A phase differs only in what it trains (the head on
+//! cached features, or the unfrozen top of the backbone on augmented images), how a batch
+//! becomes a loss, and how it validates.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLoss;
+use burn::nn::{Dropout, Linear};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::FitError;
+use super::checkpoint::{self, Phase, RunState};
+use super::epoch::{EpochTrain, best_so_far, end_epoch};
+use super::features::{HeadFeatures, head_features, predict, to_vec};
+use super::prepare::Prepared;
+use super::recipe::{labels_tensor, learning_rate, loss_fn, optimizer, rng_for};
+use super::run_dir::RunDir;
+use crate::config::FitConfig;
+use crate::data::augment;
+use crate::metrics::{self, Evaluation};
+use crate::model::{Backbone, Network};
+use crate::progress::Progress;
+
+/// One optimiser step: the loss's value, then backward and update, unless the loss is not
+/// finite. Then the module comes back untouched, so a diverging batch never reaches the
+/// weights; the caller decides what a non-finite loss means.
+pub(crate) fn step<M: Module>(module: M, optim: &mut ModuleOptimizer, lr: f64, loss: Tensor<1>) -> (M, f64) {
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    if !value.is_finite() {
+        return (module, value);
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &module);
+    (optim.step(lr, module, grads), value)
+}
+
+/// The head's loss on a batch of cached feature rows (dropout, then the classifier).
+pub(crate) fn head_loss(
+    head: &Linear,
+    dropout: &Dropout,
+    loss_fn: &CrossEntropyLoss,
+    features: &HeadFeatures,
+    batch: &[usize],
+    device: &Device,
+) -> Result<Tensor<1>, FitError> {
+    let (x, labels) = features.batch(batch)?;
+    let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), features.width]), device);
+    Ok(loss_fn.forward(head.forward(dropout.forward(x)), labels_tensor(&labels, device)))
+}
+
+/// What distinguishes one phase's run through [`run_epochs`].
+pub(crate) struct PhasePlan<'a> {
+    pub phase: Phase,
+    pub epochs: usize,
+    pub peak_lr: f64,
+    /// Training items per epoch: feature rows or images.
+    pub items: usize,
+    /// The random stream that shuffles each epoch.
+    pub shuffle_stream: u64,
+    /// The autodiff device; reseeded every epoch so that a resumed run draws what an
+    /// uninterrupted one would.
+    pub device: &'a Device,
+}
+
+/// The epoch loop of both phases: shuffle, step through the batches at the scheduled rate,
+/// validate, record (history, metrics.csv, checkpoints, early stopping). `loss_of(module,
+/// batch, epoch)` is a batch's loss; `validate(module)` scores the module on the validation
+/// split and returns the whole network to checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_epochs<M: Module>(
+    config: &FitConfig,
+    run: &RunDir,
+    state: &mut RunState,
+    plan: &PhasePlan,
+    mut module: M,
+    optim: &mut ModuleOptimizer,
+    progress: &Progress,
+    mut loss_of: impl FnMut(&M, &[usize], usize) -> Result<Tensor<1>, FitError>,
+    mut validate: impl FnMut(&M) -> Result<(Evaluation, Network), FitError>,
+) -> Result<M, FitError> {
+    let steps_per_epoch = plan.items.div_ceil(config.batch_size);
+    let total = steps_per_epoch * plan.epochs;
+    while state.epochs_done < plan.epochs && !state.stopped_early {
+        let epoch = state.epochs_done;
+        let t0 = Instant::now();
+        plan.device.seed(config.seed.wrapping_add(epoch as u64));
+        let mut order: Vec<usize> = (0..plan.items).collect();
+        rng_for(config.seed, plan.shuffle_stream, epoch as u64, 0).shuffle(&mut order);
+        let (mut loss_sum, mut lr) = (0.0, 0.0);
+        let bar = progress.bar(plan.items as u64, &format!("{} epoch {}", plan.phase.name(), epoch + 1));
+        for (b, batch) in order.chunks(config.batch_size).enumerate() {
+            let loss = loss_of(&module, batch, epoch)?;
+            lr = learning_rate(
+                config,
+                plan.peak_lr,
+                epoch * steps_per_epoch + b,
+                total,
+                steps_per_epoch,
+            ) * state.lr_scale;
+            let batch_loss;
+            (module, batch_loss) = step(module, optim, lr, loss);
+            if !batch_loss.is_finite() {
+                return Err(FitError::Diverged {
+                    loss: batch_loss,
+                    phase: plan.phase,
+                    epoch: epoch + 1,
+                    checkpoint: run.last(),
+                });
+            }
+            loss_sum += batch_loss * batch.len() as f64;
+            bar.inc(batch.len() as u64);
+            bar.set_message(format!("loss {batch_loss:.4}"));
+        }
+        bar.finish_and_clear();
+        let (eval, network) = validate(&module)?;
+        let train = EpochTrain {
+            phase: plan.phase,
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / plan.items as f64,
+            images_per_second: plan.items as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        };
+        end_epoch(config, run, state, train, &eval, &network, optim, progress)?;
+    }
+    Ok(module)
+}
+
+/// Phase 1: the new head on the frozen backbone's cached features.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_phase(
+    config: &FitConfig,
+    backbone: &dyn Backbone,
+    run: &RunDir,
+    data: &Prepared,
+    mut model: Network,
+    state: &mut RunState,
+    optim_bytes: &[u8],
+    progress: &Progress,
+) -> Result<Network, FitError> {
+    let device = config.backend.device();
+    let features = head_features(config, &model, data, progress)?;
+    let train_device = device.clone().autodiff();
+    // fork moves to the autodiff device; train() then turns gradient tracking on.
+    let head: Linear = model.fc.clone().fork(&train_device).train();
+    let dropout = model.dropout.clone();
+    let loss_fn = loss_fn(config, &data.dataset, &train_device);
+    let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
+    let val_x = Tensor::<2>::from_data(
+        TensorData::new(features.val.clone(), [data.val.len(), features.width]),
+        &device,
+    );
+    let plan = PhasePlan {
+        phase: Phase::Head,
+        epochs: config.head_epochs,
+        peak_lr: config.head_lr,
+        items: features.labels.len(),
+        shuffle_stream: 2,
+        device: &train_device,
+    };
+    run_epochs(
+        config,
+        run,
+        state,
+        &plan,
+        head,
+        &mut optim,
+        progress,
+        |head, batch, _| head_loss(head, &dropout, &loss_fn, &features, batch, &train_device),
+        |head| {
+            let logits = to_vec(head.valid().forward(val_x.clone()))?;
+            model.fc = head.valid();
+            Ok((
+                metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes),
+                model.clone(),
+            ))
+        },
+    )?;
+    let template = model.clone();
+    Ok(best_so_far(backbone, run, model, template))
+}
+
+/// Phase 2: the top blocks, the head conv and the classifier on freshly augmented images.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finetune_phase(
+    config: &FitConfig,
+    backbone: &dyn Backbone,
+    run: &RunDir,
+    data: &Prepared,
+    model: Network,
+    state: &mut RunState,
+    optim_bytes: &[u8],
+    progress: &Progress,
+) -> Result<Network, FitError> {
+    let (spec, dataset) = (&data.spec, &data.dataset);
+    let device = config.backend.device();
+    let train_device = device.clone().autodiff();
+    let template = model.clone();
+    let trainable = backbone
+        .freeze_for_finetune(model, config.unfreeze_blocks)
+        .fork(&train_device)
+        .train();
+    let loss_fn = loss_fn(config, dataset, &train_device);
+    let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
+    let len = spec.tensor_len();
+    let plan = PhasePlan {
+        phase: Phase::Finetune,
+        epochs: config.finetune_epochs,
+        peak_lr: config.finetune_lr,
+        items: data.train.len(),
+        shuffle_stream: 3,
+        device: &train_device,
+    };
+    let trained = run_epochs(
+        config,
+        run,
+        state,
+        &plan,
+        trainable,
+        &mut optim,
+        progress,
+        |model, batch, epoch| {
+            let mut pixels = vec![0.0f32; batch.len() * len];
+            pixels.par_chunks_exact_mut(len).zip(batch.par_iter()).try_for_each(
+                |(out, &i)| -> Result<(), FitError> {
+                    let mut rng = rng_for(config.seed, 4, epoch as u64, i as u64);
+                    augment::augmented(&data.train.image(i)?, spec, &config.augment, &mut rng, out)?;
+                    Ok(())
+                },
+            )?;
+            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(batch.len())), &train_device);
+            Ok(loss_fn.forward(model.forward(x), labels_tensor(&labels, &train_device)))
+        },
+        |model| {
+            let network = model.valid();
+            let logits = predict(&network, spec, &data.val, config.batch_size, &device)?;
+            Ok((metrics::evaluate(&logits, &data.val.labels, &dataset.classes), network))
+        },
+    )?;
+    Ok(best_so_far(backbone, run, trained.valid(), template))
+}
