@@ -12,6 +12,10 @@ quick=0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 profile="${KESTREL_BENCH_PROFILE:-$([ $quick = 1 ] && echo dev || echo release)}"
 dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+# wgpu's adapter probing (`fit --backend auto`) wants a runtime folder; a headless machine may lack
+# one, and then every fit prints errors about it (as scripts/test.sh, make one).
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/kestrel-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

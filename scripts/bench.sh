@@ -3,9 +3,10 @@
 #
 #   scripts/bench.sh            # full: inference + frame pipeline (bench-int8.sh), int8
 #                               # agreement on held-out crops (agreement-int8.sh), training
-#                               # (bench-train.sh), footprint (below); 55 minutes on 2 cores
+#                               # (bench-train.sh), the model table (bench-models.sh: every
+#                               # backbone and size), footprint (below); two hours on 2 cores
 #   scripts/bench.sh --quick    # every step with a few iterations, nothing in docs/ changes (CI)
-#   scripts/bench.sh footprint  # one part only: inference, agreement, training or footprint
+#   scripts/bench.sh footprint  # one part only: inference, agreement, training, models or footprint
 #
 # Footprint: stripped release sizes of `kestrel` (x86-64 and the aarch64 Pi build) and of
 # `kestrel-train` (x86-64: it trains on a workstation, not on the Pi), and the cold build time of
@@ -19,11 +20,11 @@ parts=()
 for a in "$@"; do
     case "$a" in
         --quick) quick=1 ;;
-        inference | agreement | training | footprint) parts+=("$a") ;;
-        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|footprint]..." >&2; exit 2 ;;
+        inference | agreement | training | models | footprint) parts+=("$a") ;;
+        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|models|footprint]..." >&2; exit 2 ;;
     esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training footprint)
+[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training models footprint)
 q=()
 [ $quick = 1 ] && q=(--quick)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
@@ -34,6 +35,7 @@ for part in "${parts[@]}"; do
         inference) scripts/bench-int8.sh "${q[@]}" ;;
         agreement) scripts/agreement-int8.sh "${q[@]}" ;;
         training) scripts/bench-train.sh "${q[@]}" ;;
+        models) scripts/bench-models.sh "${q[@]}" ;;
         footprint)
             work=$(mktemp -d)
             if [ $quick = 1 ]; then

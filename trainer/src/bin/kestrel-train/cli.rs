@@ -197,6 +197,11 @@ pub struct ExportImagenetArgs {
     /// Square input size in pixels [default: the backbone's own: 224, 240, 260].
     #[arg(long)]
     pub size: Option<u32>,
+    /// Write the float bundle only. The int8 form's gate is the shipped bundle's (it must keep
+    /// the float model's confident answers on the sample photos), which other sizes may miss;
+    /// `quantize` makes int8 forms with a gate of your choice.
+    #[arg(long)]
+    pub no_int8: bool,
     /// Burn backend for the reference forward pass.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,

@@ -17,6 +17,9 @@ pub fn run(args: &ExportImagenetArgs) -> anyhow::Result<Status> {
     let diff = pretrained::export_imagenet(backbone, &out, &args.backend.device(), size)
         .with_context(|| format!("exporting the ImageNet bundle to {}", out.display()))?;
     println!("wrote {} · Burn↔tract max |Δlogit| = {diff:.2e}", out.display());
+    if args.no_int8 {
+        return Ok(Status::Success);
+    }
     let outcome = pretrained::quantize_imagenet(&out, &int8_out)
         .with_context(|| format!("quantising {} to {}", out.display(), int8_out.display()))?;
     println!(
