@@ -36,8 +36,8 @@ enum Command {
     /// inference) on that source, e.g. --source synthetic:640x480: FPS, per-stage p50/p95, the
     /// share of frame time outside inference, and peak memory.
     Bench {
-        /// A model bundle; repeat to compare.
-        #[arg(long = "model", default_values = [DEFAULT_MODEL])]
+        /// A model bundle; repeat to compare [default: as for `classify`].
+        #[arg(long = "model")]
         models: Vec<PathBuf>,
         /// Time the frame pipeline on this source (see `kestrel run --help`) for --iterations frames.
         #[arg(long)]
@@ -82,15 +82,71 @@ enum Command {
     },
 }
 
-/// The shipped int8 bundle: what the runtime runs unless told otherwise.
-const DEFAULT_MODEL: &str = "models/efficientnet-lite0-imagenet.int8.onnx";
+/// The shipped int8 ImageNet bundle, built into the binary: what `kestrel` runs unless told
+/// otherwise, from any folder, with nothing else installed.
+const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/efficientnet-lite0-imagenet.int8.onnx");
+const BUILTIN_NAME: &str = "efficientnet-lite0-imagenet.int8.onnx";
 
 /// `--model`, for the commands that run one bundle.
 #[derive(clap::Args)]
 struct ModelArg {
-    /// The model bundle (.onnx with kestrel.* metadata).
-    #[arg(long = "model", default_value = DEFAULT_MODEL)]
-    path: PathBuf,
+    /// The model bundle (.onnx with kestrel.* metadata) [default: $KESTREL_MODEL, else the
+    /// ImageNet int8 bundle built into this binary].
+    #[arg(long = "model")]
+    path: Option<PathBuf>,
+}
+
+/// Where the model a command runs came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Origin {
+    Flag,
+    Env,
+    BuiltIn,
+}
+
+/// `--model`, else `$KESTREL_MODEL`, else the built-in bundle. The built-in one is unpacked once
+/// into the cache folder (`$XDG_CACHE_HOME/kestrel`, `~/.cache/kestrel`, or the temp folder) so
+/// that every command, the benchmarks included, reads a file like any other model.
+fn resolve_model(flag: Option<&PathBuf>) -> anyhow::Result<(PathBuf, Origin)> {
+    if let Some(path) = flag {
+        return Ok((path.clone(), Origin::Flag));
+    }
+    if let Some(path) = std::env::var_os("KESTREL_MODEL").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        anyhow::ensure!(
+            path.is_file(),
+            "KESTREL_MODEL is {}, which is not a file; point it at a model bundle, or unset it to use the \
+             built-in model",
+            path.display()
+        );
+        return Ok((path, Origin::Env));
+    }
+    Ok((unpack_builtin()?, Origin::BuiltIn))
+}
+
+fn unpack_builtin() -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("kestrel"));
+    // A file of another build is never trusted by name: its bytes are compared, and replaced
+    // (atomically) when they differ.
+    let name = format!("builtin-{}-{BUILTIN_NAME}", kestrel_runtime::VERSION);
+    let mut last_error = None;
+    for dir in cache.into_iter().chain([std::env::temp_dir()]) {
+        let path = dir.join(&name);
+        if std::fs::read(&path).is_ok_and(|b| b == BUILTIN_MODEL) {
+            return Ok(path);
+        }
+        match std::fs::create_dir_all(&dir).and_then(|_| kestrel_runtime::atomic::write_atomic(&path, BUILTIN_MODEL)) {
+            Ok(()) => return Ok(path),
+            Err(e) => last_error = Some(format!("{}: {e}", path.display())),
+        }
+    }
+    anyhow::bail!(
+        "cannot unpack the built-in model ({}); pass --model FILE",
+        last_error.unwrap_or_default()
+    )
 }
 
 /// `--threads` and `--format`, the same in every command that infers.
@@ -191,7 +247,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify(&args),
-        Command::Info { model } => info(&model.path),
+        Command::Info { model } => info(model.path.as_ref()),
         Command::Run(args) => run(&args),
         Command::Cameras => cameras(),
         Command::Bench {
@@ -200,7 +256,8 @@ fn main() -> ExitCode {
             iterations,
             output,
             ..
-        } => bench_pipeline(&models, &source, iterations, output.threads.into(), output.format),
+        } => bench_models(&models)
+            .and_then(|models| bench_pipeline(&models, &source, iterations, output.threads.into(), output.format)),
         Command::Bench {
             models,
             source: None,
@@ -215,11 +272,13 @@ fn main() -> ExitCode {
                 threads: output.threads.into(),
                 int8_kernels: !tract_only,
             };
-            if profile {
-                bench_profile(&models, iterations, &options)
-            } else {
-                bench(&models, iterations, warmup, &options, format)
-            }
+            bench_models(&models).and_then(|models| {
+                if profile {
+                    bench_profile(&models, iterations, &options)
+                } else {
+                    bench(&models, iterations, warmup, &options, format)
+                }
+            })
         }
     };
     match result {
@@ -236,7 +295,8 @@ fn classify(args: &ClassifyArgs) -> anyhow::Result<Status> {
         threads: args.output.threads.into(),
         ..LoadOptions::default()
     };
-    let classifier = Classifier::load(&args.model.path, &options).context("loading the model")?;
+    let (model, _) = resolve_model(args.model.path.as_ref())?;
+    let classifier = Classifier::load(&model, &options).context("loading the model")?;
     let labels = classifier.labels();
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0usize;
@@ -363,10 +423,27 @@ fn bench_pipeline(
     Ok(Status::Success)
 }
 
-fn info(model: &std::path::Path) -> anyhow::Result<Status> {
+/// `bench`'s models: those given, else the one `classify` would run.
+fn bench_models(models: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    if models.is_empty() {
+        return Ok(vec![resolve_model(None)?.0]);
+    }
+    Ok(models.to_vec())
+}
+
+fn info(flag: Option<&PathBuf>) -> anyhow::Result<Status> {
+    let (path, origin) = resolve_model(flag)?;
+    let model = path.as_path();
     let bundle = kestrel_runtime::Bundle::read(model)?;
     let m = &bundle.metadata;
-    println!("model:       {}", model.display());
+    match origin {
+        Origin::Flag => println!("model:       {} (--model)", model.display()),
+        Origin::Env => println!("model:       {} ($KESTREL_MODEL)", model.display()),
+        Origin::BuiltIn => println!(
+            "model:       built into this binary: {BUILTIN_NAME} (unpacked to {})",
+            model.display()
+        ),
+    }
     println!("backbone:    {}", m.model_card.backbone);
     println!("precision:   {}", m.model_card.precision);
     let classifier = Classifier::from_bundle(bundle.clone(), model, &LoadOptions::default())?;
@@ -396,8 +473,9 @@ fn run(args: &RunArgs) -> anyhow::Result<Status> {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let spec: kestrel_runtime::source::SourceSpec = args.source.parse()?;
+    let (model, _) = resolve_model(args.model.path.as_ref())?;
     let classifier = Classifier::load(
-        &args.model.path,
+        &model,
         &LoadOptions {
             threads: args.output.threads.into(),
             ..LoadOptions::default()
@@ -444,7 +522,7 @@ fn run(args: &RunArgs) -> anyhow::Result<Status> {
     let summary = live::run(&classifier, &spec, &options, Arc::clone(&stop), |event| {
         let line = match event {
             Event::Started { source } => {
-                eprintln!("source: {source} · model: {}", args.model.path.display());
+                eprintln!("source: {source} · model: {}", model.display());
                 return;
             }
             Event::Warning(w) => {

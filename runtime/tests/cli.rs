@@ -563,3 +563,46 @@ save "$1" "$3" "$4.ro"
         );
     }
 }
+
+/// With nothing but the binary: from a folder outside the repository, no `--model`, no
+/// `KESTREL_MODEL`, a fresh cache folder, `kestrel` runs its built-in bundle and `info` says so.
+/// `KESTREL_MODEL` picks another, and a wrong one is a clear usage error.
+#[test]
+fn the_binary_carries_its_default_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cat = sample("chelsea.png");
+    let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kestrel"));
+        c.args(args)
+            .current_dir(dir.path())
+            .env_remove("KESTREL_MODEL")
+            .env("XDG_CACHE_HOME", dir.path().join("cache"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run kestrel")
+    };
+    let out = run(&["classify", &cat.to_string_lossy()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(CATS.iter().any(|c| stdout(&out).contains(c)), "{}", stdout(&out));
+    let info = stdout(&run(&["info"], &[]));
+    assert!(info.contains("built into this binary"), "{info}");
+    assert!(
+        dir.path().join("cache/kestrel").is_dir(),
+        "unpacked into XDG_CACHE_HOME"
+    );
+
+    let float = repo_root().join("models/efficientnet-lite0-imagenet.onnx");
+    let info = stdout(&run(&["info"], &[("KESTREL_MODEL", float.as_os_str())]));
+    assert!(info.contains("($KESTREL_MODEL)") && info.contains("float32"), "{info}");
+    let out = run(
+        &["classify", &cat.to_string_lossy()],
+        &[("KESTREL_MODEL", "no/such.onnx".as_ref())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("KESTREL_MODEL is no/such.onnx"),
+        "{}",
+        stderr(&out)
+    );
+}
