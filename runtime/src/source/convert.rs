@@ -33,6 +33,19 @@ fn check(
     Ok(())
 }
 
+/// Bytes per line of a buffer of `lines` lines whose pixels take `natural` bytes a line. V4L2
+/// drivers may pad every line (`bytesperline` above the pixels' bytes, e.g. to a multiple of 32
+/// or 64) and hand over `bytesperline × lines` bytes; the capture layer (nokhwa) does not pass
+/// `bytesperline` on, so it is read off the length: a buffer that divides into `lines` equal
+/// lines longer than `natural` is padded, anything else is packed.
+fn stride(natural: usize, lines: usize, len: usize) -> usize {
+    if lines > 0 && len.is_multiple_of(lines) && len / lines > natural {
+        len / lines
+    } else {
+        natural
+    }
+}
+
 /// BT.601 limited-range YCbCr → RGB, integer arithmetic (what UVC webcams send).
 #[inline]
 fn ycbcr(y: u8, u: u8, v: u8) -> [u8; 3] {
@@ -43,12 +56,14 @@ fn ycbcr(y: u8, u: u8, v: u8) -> [u8; 3] {
     [clamp(c + 409 * e), clamp(c - 100 * d - 208 * e), clamp(c + 516 * d)]
 }
 
-/// YUYV 4:2:2 (YUY2): `Y0 U Y1 V` per two pixels.
+/// YUYV 4:2:2 (YUY2): `Y0 U Y1 V` per two pixels; lines may be padded (see [`stride`]).
 pub fn yuyv_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
     check("YUYV", width, height, 4, data.len())?;
     let mut out = Vec::with_capacity(width as usize * height as usize * 3);
     let row_bytes = width as usize * 2;
-    for row in data.chunks_exact(row_bytes).take(height as usize) {
+    let line = stride(row_bytes, height as usize, data.len());
+    for line in data.chunks(line).take(height as usize) {
+        let row = &line[..row_bytes];
         for px in row.chunks_exact(4) {
             out.extend(ycbcr(px[0], px[1], px[3]));
             out.extend(ycbcr(px[2], px[1], px[3]));
@@ -62,7 +77,8 @@ pub fn yuyv_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, Buf
     Ok(RgbImage::from_raw(width, height, out).unwrap_or_default())
 }
 
-/// NV12: a full-resolution Y plane, then interleaved U/V at half resolution both ways.
+/// NV12: a full-resolution Y plane, then interleaved U/V at half resolution both ways, both
+/// planes at one line length, which may be padded (see [`stride`]).
 pub fn nv12_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
     let (w, h) = (width as usize, height as usize);
     let chroma = w.div_ceil(2) * 2 * h.div_ceil(2);
@@ -76,13 +92,16 @@ pub fn nv12_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, Buf
             got: data.len(),
         });
     }
-    let (luma, uv) = data.split_at(w * h);
     let uv_row = w.div_ceil(2) * 2;
+    let line = stride(uv_row, h + h.div_ceil(2), data.len());
+    // Packed, the luma lines are `w` long and the chroma lines `uv_row`; padded, both `line`.
+    let (luma_line, uv_line) = if line > uv_row { (line, line) } else { (w, uv_row) };
+    let (luma, uv) = data.split_at(luma_line * h);
     let mut out = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         for x in 0..w {
-            let c = (y / 2) * uv_row + (x / 2) * 2;
-            out.extend(ycbcr(luma[y * w + x], uv[c], uv[c + 1]));
+            let c = (y / 2) * uv_line + (x / 2) * 2;
+            out.extend(ycbcr(luma[y * luma_line + x], uv[c], uv[c + 1]));
         }
     }
     Ok(RgbImage::from_raw(width, height, out).unwrap_or_default())
@@ -91,15 +110,29 @@ pub fn nv12_to_rgb(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, Buf
 /// Packed 8-bit RGB.
 pub fn rgb24(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
     check("RGB24", width, height, 6, data.len())?;
-    let len = width as usize * height as usize * 3;
-    Ok(RgbImage::from_raw(width, height, data[..len].to_vec()).unwrap_or_default())
+    let row = width as usize * 3;
+    let line = stride(row, height as usize, data.len());
+    let pixels = data
+        .chunks(line)
+        .take(height as usize)
+        .flat_map(|l| &l[..row])
+        .copied()
+        .collect();
+    Ok(RgbImage::from_raw(width, height, pixels).unwrap_or_default())
 }
 
 /// 8-bit grey, replicated to RGB.
 pub fn grey8(width: u32, height: u32, data: &[u8]) -> Result<RgbImage, BufferSizeError> {
     check("GRAY", width, height, 2, data.len())?;
-    let len = width as usize * height as usize;
-    Ok(RgbImage::from_raw(width, height, data[..len].iter().flat_map(|&g| [g, g, g]).collect()).unwrap_or_default())
+    let row = width as usize;
+    let line = stride(row, height as usize, data.len());
+    let pixels = data
+        .chunks(line)
+        .take(height as usize)
+        .flat_map(|l| &l[..row])
+        .flat_map(|&g| [g, g, g])
+        .collect();
+    Ok(RgbImage::from_raw(width, height, pixels).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -168,6 +201,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `bytes` with each of its `lines` lines of `natural` bytes padded to `padded` with 0x77.
+    fn pad(bytes: &[u8], natural: usize, padded: usize) -> Vec<u8> {
+        bytes
+            .chunks(natural)
+            .flat_map(|l| l.iter().copied().chain(std::iter::repeat_n(0x77, padded - natural)))
+            .collect()
+    }
+
+    /// Drivers that pad lines (bytesperline 64 for a 20-pixel YUYV line of 40 bytes, say) give
+    /// the same picture as a packed buffer, for every format; the padding bytes are never read as
+    /// pixels.
+    #[test]
+    fn padded_lines_convert_like_packed_ones() {
+        let (w, h) = (20u32, 6u32);
+        let packed: Vec<u8> = (0..w * h * 2).map(|i| (16 + (i * 37) % 220) as u8).collect();
+        let want = yuyv_to_rgb(w, h, &packed).expect("packed");
+        assert_eq!(yuyv_to_rgb(w, h, &pad(&packed, 40, 64)).expect("padded"), want);
+
+        let grey: Vec<u8> = (0..w * h).map(|i| (i * 7) as u8).collect();
+        let want = grey8(w, h, &grey).expect("packed");
+        assert_eq!(grey8(w, h, &pad(&grey, 20, 32)).expect("padded"), want);
+
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 3) as u8).collect();
+        let want = rgb24(w, h, &rgb).expect("packed");
+        assert_eq!(rgb24(w, h, &pad(&rgb, 60, 64)).expect("padded"), want);
+
+        // NV12: 6 luma lines then 3 chroma lines, all padded to 32 bytes.
+        let nv12: Vec<u8> = (0..w * h + w * h / 2).map(|i| (16 + (i * 11) % 220) as u8).collect();
+        let want = nv12_to_rgb(w, h, &nv12).expect("packed");
+        assert_eq!(nv12_to_rgb(w, h, &pad(&nv12, 20, 32)).expect("padded"), want);
     }
 
     #[test]

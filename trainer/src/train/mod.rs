@@ -7,6 +7,12 @@
 //! Every epoch ends with validation, a checkpoint (`last.ckpt`, and `best.ckpt` on improvement)
 //! and a rewritten `metrics.csv`. A killed run resumes from `last.ckpt`. The run ends on the best
 //! epoch's weights (fine-tuning replaces the head phase's best only by beating it).
+//!
+//! Where each part lives: [`prepare`] (scan, split, decode into the run's store), `features`
+//! (the head phase's feature cache, batched prediction), `phases` (both phases on one epoch loop
+//! and one optimiser step, which lr-find shares), `epoch` (history, early stopping,
+//! checkpoints), [`recipe`] (loss, optimiser, schedule), [`RunDir`] (the run folder),
+//! [`finish`] (export, runtime evaluation, report, int8).
 
 pub mod checkpoint;
 mod epoch;
