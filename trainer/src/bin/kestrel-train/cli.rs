@@ -240,9 +240,9 @@ pub struct FitArgs {
     pub out: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
-    /// Pretrained network: lite0 (default; 4.7 M parameters, 224 px), lite1 (5.4 M, 240 px) or
-    /// lite2 (6.1 M, 260 px). Larger is more accurate and slower; docs/benchmarks.md has the
-    /// table.
+    /// Pretrained network: lite0 (default; 4.6 M parameters, 224 px), lite1 (5.4 M, 240 px) or
+    /// lite2 (6.1 M, 260 px). Larger is more accurate and slower: docs/benchmarks.md has the
+    /// table ("Model table").
     #[arg(long, value_parser = backbone_name)]
     pub backbone: Option<String>,
     /// Square input size in pixels [default: the backbone's own].
