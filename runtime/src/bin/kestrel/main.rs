@@ -1,4 +1,4 @@
-//! `kestrel`: classify images with a Kestrel model bundle.
+//! `kestrel`: classify images with a Kestrel model bundle. Which model runs is `model.rs`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +10,9 @@ use kestrel_runtime::decode::load_image_with_limit;
 use kestrel_runtime::{Classifier, LoadOptions};
 
 use kestrel_runtime::exit::Status;
+use model::{BUILTIN_NAME, Origin, resolve_model};
+
+mod model;
 
 #[derive(Parser)]
 #[command(name = "kestrel", version, about = "Run a Kestrel image classifier on a CPU.", long_about = None)]
@@ -82,11 +85,6 @@ enum Command {
     },
 }
 
-/// The shipped int8 ImageNet bundle, built into the binary: what `kestrel` runs unless told
-/// otherwise, from any folder, with nothing else installed.
-const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/efficientnet-lite0-imagenet.int8.onnx");
-const BUILTIN_NAME: &str = "efficientnet-lite0-imagenet.int8.onnx";
-
 /// `--model`, for the commands that run one bundle.
 #[derive(clap::Args)]
 struct ModelArg {
@@ -94,59 +92,6 @@ struct ModelArg {
     /// ImageNet int8 bundle built into this binary].
     #[arg(long = "model")]
     path: Option<PathBuf>,
-}
-
-/// Where the model a command runs came from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Origin {
-    Flag,
-    Env,
-    BuiltIn,
-}
-
-/// `--model`, else `$KESTREL_MODEL`, else the built-in bundle. The built-in one is unpacked once
-/// into the cache folder (`$XDG_CACHE_HOME/kestrel`, `~/.cache/kestrel`, or the temp folder) so
-/// that every command, the benchmarks included, reads a file like any other model.
-fn resolve_model(flag: Option<&PathBuf>) -> anyhow::Result<(PathBuf, Origin)> {
-    if let Some(path) = flag {
-        return Ok((path.clone(), Origin::Flag));
-    }
-    if let Some(path) = std::env::var_os("KESTREL_MODEL").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        anyhow::ensure!(
-            path.is_file(),
-            "KESTREL_MODEL is {}, which is not a file; point it at a model bundle, or unset it to use the \
-             built-in model",
-            path.display()
-        );
-        return Ok((path, Origin::Env));
-    }
-    Ok((unpack_builtin()?, Origin::BuiltIn))
-}
-
-fn unpack_builtin() -> anyhow::Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("kestrel"));
-    // A file of another build is never trusted by name: its bytes are compared, and replaced
-    // (atomically) when they differ.
-    let name = format!("builtin-{}-{BUILTIN_NAME}", kestrel_runtime::VERSION);
-    let mut last_error = None;
-    for dir in cache.into_iter().chain([std::env::temp_dir()]) {
-        let path = dir.join(&name);
-        if std::fs::read(&path).is_ok_and(|b| b == BUILTIN_MODEL) {
-            return Ok(path);
-        }
-        match std::fs::create_dir_all(&dir).and_then(|_| kestrel_runtime::atomic::write_atomic(&path, BUILTIN_MODEL)) {
-            Ok(()) => return Ok(path),
-            Err(e) => last_error = Some(format!("{}: {e}", path.display())),
-        }
-    }
-    anyhow::bail!(
-        "cannot unpack the built-in model ({}); pass --model FILE",
-        last_error.unwrap_or_default()
-    )
 }
 
 /// `--threads` and `--format`, the same in every command that infers.
