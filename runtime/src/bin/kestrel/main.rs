@@ -75,6 +75,7 @@ enum Command {
     ///   rpicam-vid -t 0 --codec mjpeg -o - | kestrel run --source mjpeg:-
     ///   kestrel run --source frames/ --format jsonl > out.jsonl
     ///   kestrel run --save-uncertain review/ --below 0.6         # keep hard frames for labelling
+    #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// List cameras (V4L2) and the formats each offers.
     Cameras,

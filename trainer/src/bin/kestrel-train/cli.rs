@@ -36,6 +36,7 @@ pub enum Command {
     ///   kestrel-train fit --data photos/ --out runs/birds
     ///   kestrel-train fit --data photos/ --out runs/birds-l2 --backbone lite2
     ///   kestrel-train fit --config runs/birds/config.toml --resume
+    #[command(verbatim_doc_comment)]
     Fit(Box<FitArgs>),
     /// Run a grid of settings (cartesian product), each a full run under out/trial-NN, and
     /// print a leaderboard by validation accuracy. Finished trials are reused on a re-run.
