@@ -170,8 +170,8 @@ pub(crate) fn head_phase(
         progress,
         |head, batch, _| head_loss(head, &dropout, &loss_fn, &features, batch, &train_device),
         |head| {
-            let logits = to_vec(head.valid().forward(val_x.clone()))?;
             model.fc = head.valid();
+            let logits = to_vec(model.fc.forward(val_x.clone()))?;
             Ok((
                 metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes),
                 model.clone(),
