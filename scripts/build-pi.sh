@@ -7,9 +7,19 @@
 #
 #   scripts/build-pi.sh            # build + qemu smoke run; prints the binary's path and size
 #   scripts/build-pi.sh --no-run   # build only; prints the binary's path
+#   scripts/build-pi.sh --deb      # and package it: prints the arm64 .deb's path (scripts/build-deb.sh)
 #   KESTREL_PI_PROFILE=pi-ci scripts/build-pi.sh   # what CI runs: no fat LTO, a faster build
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+run=1 deb=0
+for arg in "$@"; do
+    case "$arg" in
+        --no-run) run=0 ;;
+        --deb) deb=1 ;;
+        *) echo "build-pi: unknown argument $arg (--no-run, --deb)" >&2; exit 2 ;;
+    esac
+done
 
 # Its own build cache: a cross build never invalidates (or waits on) the host build's.
 export CARGO_TARGET_DIR="${KESTREL_PI_TARGET_DIR:-$HOME/.cache/kestrel/target-pi}"
@@ -36,7 +46,15 @@ cargo build --locked --profile "$profile" --target "$target" -p kestrel-runtime 
 bin="$CARGO_TARGET_DIR/$target/$profile/kestrel"
 echo "built $bin ($(stat -c %s "$bin") bytes)" >&2
 
-if [ "${1:-}" = "--no-run" ]; then echo "$bin"; exit 0; fi
+# The .deb packages the binary just built; cargo-deb reads the same CARGO_TARGET_DIR.
+package() {
+    if [ $deb = 1 ]; then
+        scripts/build-deb.sh --target "$target" --profile "$profile" --no-build
+    else
+        echo "$bin"
+    fi
+}
+if [ $run = 0 ]; then package; exit 0; fi
 assets=$(scripts/fetch-assets.sh)
 out=$(qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" classify "$assets/samples/chelsea.png")
 echo "qemu-aarch64: $out" >&2
@@ -56,4 +74,4 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -n "$tests" ] || { echo "build-pi: no aarch64 test binary was built" >&2; exit 1; }
 qemu-aarch64 -L /usr/aarch64-linux-gnu "$tests" int8:: >&2
-echo "$bin"
+package

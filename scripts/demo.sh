@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: the shipped int8 ImageNet bundle on live frames from the
-# first camera when one is present, else on the sample photos played as a stream of frames.
+# first device that really captures (on a Pi, not the codec and ISP nodes at /dev/video10+), else
+# on the sample photos played as a stream of frames.
 # Fetches the photos by PyPI package name, builds only the runtime (no Burn), and runs it.
 #   scripts/demo.sh                 # camera or sample frames
 #   scripts/demo.sh --format jsonl  # any `kestrel run` flags pass through
@@ -18,7 +19,10 @@ fi
 # scripts/test.sh; scripts/build-pi.sh makes the deployable binary.
 cargo build --locked -p kestrel-runtime
 kestrel="$CARGO_TARGET_DIR/debug/kestrel"
-if ls /dev/video* >/dev/null 2>&1; then
+# `kestrel cameras` applies the same test as `--source camera` and names the device it picks.
+cameras=$("$kestrel" cameras 2>/dev/null || true)
+if picked=$(grep -m1 '^--source camera uses ' <<<"$cameras"); then
+    echo "${picked#--source camera uses }: the first V4L2 device that captures" >&2
     exec "$kestrel" run --source camera "$@"      # Ctrl-C prints the summary
 fi
 exec "$kestrel" run --source "$assets/samples" "$@"

@@ -22,6 +22,11 @@ ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-d
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 # bindgen (the camera feature's V4L2 bindings) needs libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+# The deployment tests (issue 17): a real browser for the web view, a real MQTT broker and
+# client, curl as the HTTP client, systemd-analyze for the packaged unit.
+for pkg in chromium mosquitto mosquitto-clients curl systemd; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -50,6 +55,10 @@ cargo test --workspace --locked -- --show-output
 
 step "Raspberry Pi: aarch64 cross-build and qemu smoke run"
 KESTREL_PI_PROFILE=pi-ci scripts/build-pi.sh
+
+step "packages: the amd64 .deb installed and verified, the arm64 .deb listed and run under qemu"
+# Packages the builds above (the test build, the Pi CI build) rather than building releases.
+KESTREL_DEB_PROFILE=dev KESTREL_PI_PROFILE=pi-ci scripts/test-deb.sh
 
 step "benchmark scripts still run (quick mode; numbers not kept)"
 scripts/bench.sh --quick

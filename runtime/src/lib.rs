@@ -15,11 +15,13 @@ pub mod exit;
 pub mod image_files;
 pub mod int8;
 pub mod live;
+pub mod mqtt;
 pub mod onnx_proto;
 pub mod preprocess;
 mod resample;
 pub mod source;
 pub mod stats;
+pub mod web;
 
 pub use bundle::{Bundle, BundleError, ContractError, Metadata, ModelCard};
 pub use classifier::{Classifier, ClassifierError, LoadOptions, Prediction, Scored};

@@ -82,8 +82,6 @@ pub struct LiveOptions {
     pub threshold: f32,
     /// Average probabilities over this many inferred frames before reporting.
     pub smooth: usize,
-    /// Emit results only when the reported label changes.
-    pub on_change: bool,
     pub save_uncertain: Option<SaveUncertain>,
     /// Stop after this many frames from the source.
     pub max_frames: Option<u64>,
@@ -103,7 +101,6 @@ impl Default for LiveOptions {
             top_k: 3,
             threshold: 0.0,
             smooth: 1,
-            on_change: false,
             save_uncertain: None,
             max_frames: None,
             max_pixels: crate::decode::DEFAULT_MAX_PIXELS,
@@ -173,12 +170,35 @@ pub struct Summary {
     pub ended: String,
 }
 
+/// Frames so far, by fate: what a live dashboard or a metrics scrape shows between summaries.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Totals {
+    /// Frames the source produced.
+    pub frames: u64,
+    pub inferred: u64,
+    pub skipped: u64,
+    pub dropped: u64,
+    pub corrupt: u64,
+}
+
 /// What the loop tells its caller as it goes.
 #[derive(Debug)]
 pub enum Event<'a> {
-    Started { source: &'a str },
-    Frame(&'a FrameReport),
-    Corrupt { frame: u64, reason: &'a str },
+    Started {
+        source: &'a str,
+    },
+    /// Every inferred frame, changed label or not (`report.changed` says): each consumer decides
+    /// whether it wants only changes. The frame is lent so a consumer that shows pictures can
+    /// copy the one it needs, and nothing is copied for those that do not.
+    Frame {
+        report: &'a FrameReport,
+        frame: &'a Frame,
+        totals: Totals,
+    },
+    Corrupt {
+        frame: u64,
+        reason: &'a str,
+    },
     Warning(String),
     Progress(&'a Summary),
 }
@@ -472,9 +492,18 @@ pub fn run(
                 }
             }
         }
-        if !options.on_change || changed {
-            on_event(Event::Frame(&report));
-        }
+        let totals = Totals {
+            frames: consumed + summary.dropped,
+            inferred: summary.inferred,
+            skipped: summary.skipped,
+            dropped: summary.dropped,
+            corrupt: summary.corrupt,
+        };
+        on_event(Event::Frame {
+            report: &report,
+            frame: &frame,
+            totals,
+        });
     }
 }
 

@@ -18,8 +18,11 @@ const FORMATS: [FrameFormat; 5] = [
     FrameFormat::RAWRGB,
 ];
 
-/// A camera named like `0`, `/dev/video2`, or part of its name.
+/// A camera named like `auto`, `0`, `/dev/video2`, or part of its name.
 fn index_of(which: &str) -> Result<CameraIndex, SourceError> {
+    if which == "auto" {
+        return auto();
+    }
     if let Ok(n) = which.parse::<u32>() {
         return Ok(CameraIndex::Index(n));
     }
@@ -41,6 +44,32 @@ fn index_of(which: &str) -> Result<CameraIndex, SourceError> {
                 cameras.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         })
+}
+
+/// The first node that captures ([`super::discover`]), or every node's reason for being skipped.
+fn auto() -> Result<CameraIndex, SourceError> {
+    let probes = super::discover::probe_all();
+    if let Some(n) = super::discover::first_capture(&probes).and_then(super::discover::Probe::index) {
+        return Ok(CameraIndex::Index(n));
+    }
+    let skipped: Vec<String> = probes
+        .iter()
+        .filter_map(|p| {
+            super::discover::verdict(p)
+                .err()
+                .map(|why| format!("{}: {why}", p.path.display()))
+        })
+        .collect();
+    Err(SourceError::Camera {
+        camera: "auto".into(),
+        message: if skipped.is_empty() {
+            "no /dev/video* device: plug in a USB camera, or read a Pi CSI camera through \
+             `rpicam-vid -t 0 --codec mjpeg -o - | kestrel run --source mjpeg:-`"
+                .into()
+        } else {
+            format!("no V4L2 device captures ({})", skipped.join("; "))
+        },
+    })
 }
 
 /// One camera as `kestrel cameras` shows it.
@@ -93,6 +122,10 @@ pub struct CameraSource {
 impl CameraSource {
     pub fn open(which: &str, options: &OpenOptions) -> Result<Self, SourceError> {
         let index = index_of(which)?;
+        let node = match &index {
+            CameraIndex::Index(n) => format!("/dev/video{n}"),
+            CameraIndex::String(s) => s.clone(),
+        };
         let err = |e: nokhwa::NokhwaError| SourceError::Camera {
             camera: which.into(),
             message: format!("{e} (is it plugged in, and are you in the `video` group?)"),
@@ -104,7 +137,7 @@ impl CameraSource {
         camera.open_stream().map_err(err)?;
         let f = camera.camera_format();
         let what = format!(
-            "camera {} `{}`: {} {}@{}",
+            "camera {} ({node}) `{}`: {} {}@{}",
             which,
             camera.info().human_name(),
             f.format(),

@@ -9,6 +9,7 @@
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod convert;
+pub mod discover;
 pub mod folder;
 pub mod mjpeg;
 mod stream;
@@ -105,7 +106,8 @@ pub trait FrameSource {
 /// A source named on the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
-    /// `camera`, `camera:1`, `camera:/dev/video2` or `camera:<name substring>`.
+    /// `camera` (`auto`: the first node that captures, see [`discover`]), `camera:1`,
+    /// `camera:/dev/video2` or `camera:<name substring>`.
     Camera(String),
     /// `mjpeg:-` (stdin), `mjpeg:PATH` (file or named pipe), `mjpeg:tcp://HOST:PORT`.
     Mjpeg(MjpegInput),
@@ -132,7 +134,7 @@ impl FromStr for SourceSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "camera" {
-            return Ok(SourceSpec::Camera("0".into()));
+            return Ok(SourceSpec::Camera("auto".into()));
         }
         if let Some(rest) = s.strip_prefix("camera:") {
             return Ok(SourceSpec::Camera(rest.into()));
@@ -218,7 +220,7 @@ mod tests {
     fn source_specs_parse() {
         assert_eq!(
             "camera".parse::<SourceSpec>().ok(),
-            Some(SourceSpec::Camera("0".into()))
+            Some(SourceSpec::Camera("auto".into()))
         );
         assert_eq!(
             "camera:/dev/video2".parse::<SourceSpec>().ok(),

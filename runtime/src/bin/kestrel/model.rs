@@ -1,5 +1,6 @@
-//! Which model a command runs: `--model`, else `$KESTREL_MODEL`, else the bundle built into the
-//! binary, so that `kestrel` works from any folder with nothing else installed.
+//! Which model a command runs: `--model`, else `$KESTREL_MODEL`, else the config file's `model`,
+//! else the bundle built into the binary, so that `kestrel` works from any folder with nothing
+//! else installed.
 
 use std::path::PathBuf;
 
@@ -13,13 +14,15 @@ pub const BUILTIN_NAME: &str = "efficientnet-lite0-imagenet.int8.onnx";
 pub enum Origin {
     Flag,
     Env,
+    Config,
     BuiltIn,
 }
 
-/// `--model`, else `$KESTREL_MODEL`, else the built-in bundle. The built-in one is unpacked once
-/// into the cache folder (`$XDG_CACHE_HOME/kestrel`, `~/.cache/kestrel`, or the temp folder) so
-/// that every command, the benchmarks included, reads a file like any other model.
-pub fn resolve_model(flag: Option<&PathBuf>) -> anyhow::Result<(PathBuf, Origin)> {
+/// `--model`, else `$KESTREL_MODEL`, else the config file's `model` (already relative to the
+/// file), else the built-in bundle. The built-in one is unpacked once into the cache folder
+/// (`$XDG_CACHE_HOME/kestrel`, `~/.cache/kestrel`, or the temp folder) so that every command, the
+/// benchmarks included, reads a file like any other model.
+pub fn resolve_model(flag: Option<&PathBuf>, config: Option<&PathBuf>) -> anyhow::Result<(PathBuf, Origin)> {
     if let Some(path) = flag {
         return Ok((path.clone(), Origin::Flag));
     }
@@ -32,6 +35,9 @@ pub fn resolve_model(flag: Option<&PathBuf>) -> anyhow::Result<(PathBuf, Origin)
             path.display()
         );
         return Ok((path, Origin::Env));
+    }
+    if let Some(path) = config {
+        return Ok((path.clone(), Origin::Config));
     }
     Ok((unpack_builtin()?, Origin::BuiltIn))
 }

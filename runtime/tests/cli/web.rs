@@ -1,0 +1,234 @@
+//! `kestrel run --http`: the page in a real browser (Debian's chromium), the API and metrics
+//! through a real HTTP client (curl), and the token.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::util::*;
+
+/// A run fed the cat photo over stdin (as `rpicam-vid | kestrel run --source mjpeg:-`) with the
+/// web view on a free port; the feeding thread stops when the run does.
+fn cat_stream(extra: &[&str]) -> Running {
+    let mut args = vec![
+        "run",
+        "--source",
+        "mjpeg:-",
+        "--format",
+        "jsonl",
+        "--http",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let mut run = Running::spawn(&args, true);
+    let mut stdin = run.child.stdin.take().expect("stdin");
+    let frame = jpeg_frame("chelsea.png");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        while stdin.write_all(&frame).is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    run
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// The page loads in headless chromium, shows the video with the model's label over it, and a
+/// screenshot of the video area is a picture, not an empty box.
+#[test]
+fn the_page_shows_live_frames_and_labels_in_a_browser() {
+    let run = cat_stream(&[]);
+    let addr = run.web_addr();
+    run.wait_lines(3, Duration::from_secs(60));
+    let profile = tempfile::tempdir().expect("tempdir");
+    let shot = profile.path().join("shot.png");
+    let chromium = |what: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,800",
+                // The video never finishes loading: stop waiting after this and render.
+                "--timeout=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
+            .args(what)
+            .arg(format!("http://{addr}/"))
+            .output()
+            .expect("chromium runs (apt-get install chromium)")
+    };
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).into_owned();
+    let label = dom
+        .split("<div id=\"label\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(CATS.contains(&label.as_str()), "the page's label is `{label}`:\n{dom}");
+    assert!(dom.contains("inference"), "timings missing:\n{dom}");
+    let out = chromium(&[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&shot).expect("screenshot decodes").to_rgb8();
+    // The video fills the left of the page (from 16 px in); the page around it is #111.
+    let region: Vec<f64> = (200..600)
+        .step_by(4)
+        .flat_map(|y| (100..700).step_by(4).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let p = img.get_pixel(x, y).0;
+            (f64::from(p[0]) + f64::from(p[1]) + f64::from(p[2])) / 3.0
+        })
+        .collect();
+    let mean = region.iter().sum::<f64>() / region.len() as f64;
+    let sd = (region.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / region.len() as f64).sqrt();
+    println!("video area: mean {mean:.1}, sd {sd:.1}");
+    assert!(
+        mean > 30.0 && sd > 20.0,
+        "video area looks blank: mean {mean:.1}, sd {sd:.1}"
+    );
+    let (status, _, _) = run.stop();
+    assert!(status.success());
+}
+
+/// /api/latest has the jsonl schema, /api/events streams one event per result in order,
+/// /metrics parses as Prometheus text with consistent histograms, /stream.mjpg carries JPEGs.
+#[test]
+fn the_api_events_metrics_and_video_answer_a_real_client() {
+    let run = cat_stream(&[]);
+    let addr = run.web_addr();
+    run.wait_lines(3, Duration::from_secs(60));
+    let (code, body) = curl(&format!("http://{addr}/api/latest"), &[]);
+    assert_eq!(code, 200);
+    let latest = json(&body);
+    let line = json(run.lines()[0].as_bytes());
+    assert_eq!(keys(&latest), keys(&line), "same schema as --format jsonl");
+    assert!(CATS.contains(&latest["label"].as_str().unwrap_or_default()), "{latest}");
+
+    let (code, body) = curl(&format!("http://{addr}/api/events"), &["--max-time", "3"]);
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body);
+    let events: Vec<(u64, serde_json::Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "))?.parse().ok()?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((id, json(data.as_bytes())))
+        })
+        .collect();
+    assert!(events.len() >= 3, "few events in 3 s:\n{text}");
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "one event per result, none skipped");
+        assert_eq!(pair[1].1["frame"].as_u64(), pair[0].1["frame"].as_u64().map(|f| f + 1));
+    }
+    assert_eq!(keys(&events[0].1), keys(&line));
+
+    let (code, body) = curl(&format!("http://{addr}/metrics"), &[]);
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8_lossy(&body).into_owned();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    let inferred = value("kestrel_frames_inferred_total");
+    assert!(inferred >= 3.0);
+    assert!(value("kestrel_frames_total") >= inferred);
+    let buckets: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kestrel_stage_seconds_bucket{stage=\"inference\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(buckets.len(), 12, "{metrics}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "cumulative: {buckets:?}");
+    assert_eq!(buckets[11], value("kestrel_stage_seconds_count{stage=\"inference\"}"));
+    let cat_results: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("kestrel_label_total{") && CATS.iter().any(|c| l.contains(c)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(cat_results >= 3.0, "{metrics}");
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (_, v) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line: {line}"));
+        v.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}"));
+    }
+
+    let (code, body) = curl(&format!("http://{addr}/stream.mjpg"), &["--max-time", "2"]);
+    assert_eq!(code, 200);
+    let start = body
+        .windows(2)
+        .position(|w| w == [0xFF, 0xD8])
+        .expect("a JPEG in the stream");
+    let end = body[start..]
+        .windows(2)
+        .position(|w| w == [0xFF, 0xD9])
+        .expect("a whole JPEG")
+        + start
+        + 2;
+    let frame = image::load_from_memory(&body[start..end]).expect("the part decodes");
+    assert_eq!((frame.width(), frame.height()), (320, 213));
+    assert!(String::from_utf8_lossy(&body).contains("--kestrelframe"));
+
+    let (code, _) = curl(&format!("http://{addr}/nope"), &[]);
+    assert_eq!(code, 404);
+    let (status, _, _) = run.stop();
+    assert!(status.success());
+}
+
+/// With --http-token, every route without the token (or with a wrong one) gets 401 and a
+/// fixed body, nothing of the run; the header and the query both open it.
+#[test]
+fn the_token_guards_every_route() {
+    let run = cat_stream(&["--http-token", "s3cret"]);
+    let addr = run.web_addr();
+    run.wait_lines(2, Duration::from_secs(60));
+    for route in [
+        "/",
+        "/api/latest",
+        "/api/status",
+        "/api/events",
+        "/metrics",
+        "/stream.mjpg",
+        "/frame.jpg",
+        "/nope",
+    ] {
+        let url = format!("http://{addr}{route}");
+        for extra in [&[][..], &["-H", "Authorization: Bearer wrong"][..]] {
+            let (code, body) = curl(&url, &[&["--max-time", "3"][..], extra].concat());
+            assert_eq!(code, 401, "{route} {extra:?}");
+            assert_eq!(body, b"unauthorized\n", "{route}: nothing else");
+        }
+        let (code, _) = curl(&format!("{url}?token=s3cre"), &["--max-time", "3"]);
+        assert_eq!(code, 401, "{route} with a prefix of the token");
+    }
+    let (code, body) = curl(
+        &format!("http://{addr}/api/latest"),
+        &["-H", "Authorization: Bearer s3cret"],
+    );
+    assert_eq!(code, 200);
+    json(&body);
+    let (code, body) = curl(&format!("http://{addr}/api/latest?token=s3cret"), &[]);
+    assert_eq!(code, 200);
+    json(&body);
+    let (code, _) = curl(&format!("http://{addr}/stream.mjpg?token=s3cret"), &["--max-time", "1"]);
+    assert_eq!(code, 200);
+    let (status, _, _) = run.stop();
+    assert!(status.success());
+}
