@@ -457,6 +457,76 @@ mod tests {
         ));
     }
 
+    /// Reads one whole packet from a socket: (first byte, body).
+    fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).ok()?;
+            len |= usize::from(b[0] & 0x7F) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).ok()?;
+        Some((first[0], body))
+    }
+
+    /// The payload of a PUBLISH body on topic `t`.
+    fn payload(body: &[u8]) -> (u16, Vec<u8>) {
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let id = u16::from_be_bytes([body[2 + topic_len], body[3 + topic_len]]);
+        (id, body[4 + topic_len..].to_vec())
+    }
+
+    /// A connection that dies with publishes unacknowledged: after reconnecting, each is sent
+    /// again (DUP set) before anything newer, and counted once when acknowledged. The broker
+    /// side is scripted on a loopback socket to make the loss exact, which a real broker's
+    /// timing does not allow; tests/cli/mqtt.rs covers a real one.
+    #[test]
+    fn unacknowledged_results_are_sent_again_after_a_reconnect() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let url: MqttUrl = format!("mqtt://127.0.0.1:{port}/t").parse().expect("valid");
+        let p = Publisher::start(url, 10);
+        for i in 0..3u8 {
+            p.publish(&[i]);
+        }
+        // First connection: accept, read the three publishes, ack none, hang up.
+        let (mut s, _) = listener.accept().expect("accept");
+        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10));
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        let first: Vec<(u8, (u16, Vec<u8>))> = (0..3)
+            .map(|_| read_packet(&mut s).map(|(f, b)| (f, payload(&b))).expect("publish"))
+            .collect();
+        assert!(first.iter().all(|(f, _)| *f == 0x32));
+        drop(s);
+        // Second connection: the three again with DUP, then one published after it is up
+        // (so it cannot have gone out on the dead socket); ack all.
+        let (mut s, _) = listener.accept().expect("accept again");
+        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10));
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        p.publish(&[3]);
+        let mut again = Vec::new();
+        for _ in 0..4 {
+            let (f, body) = read_packet(&mut s).expect("publish");
+            let (id, data) = payload(&body);
+            s.write_all(&[0x40, 0x02, (id >> 8) as u8, id as u8]).expect("puback");
+            again.push((f, data));
+        }
+        assert_eq!(
+            again,
+            vec![(0x3A, vec![0]), (0x3A, vec![1]), (0x3A, vec![2]), (0x32, vec![3])]
+        );
+        let summary = p.close(Duration::from_secs(2));
+        assert_eq!(summary.acknowledged, 4);
+        assert_eq!((summary.dropped, summary.unsent, summary.reconnects), (0, 0, 1));
+    }
+
     #[test]
     fn a_full_queue_drops_the_oldest_and_counts_it() {
         // No broker listens on port 9 of this address: results only queue.
