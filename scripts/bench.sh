@@ -4,9 +4,12 @@
 #   scripts/bench.sh            # full: inference + frame pipeline (bench-int8.sh), int8
 #                               # agreement on held-out crops (agreement-int8.sh), training
 #                               # (bench-train.sh), the model table (bench-models.sh: every
-#                               # backbone and size), footprint (below); two hours on 2 cores
+#                               # backbone and size), deployment (bench-deploy.sh: FPS with the
+#                               # web view and MQTT, binary size), footprint (below); two hours
+#                               # on 2 cores
 #   scripts/bench.sh --quick    # every step with a few iterations, nothing in docs/ changes (CI)
-#   scripts/bench.sh footprint  # one part only: inference, agreement, training, models or footprint
+#   scripts/bench.sh footprint  # one part only: inference, agreement, training, models, deploy or
+#                               # footprint
 #
 # Footprint: stripped release sizes of `kestrel` (x86-64 and the aarch64 Pi build) and of
 # `kestrel-train` (x86-64: it trains on a workstation, not on the Pi), and the cold build time of
@@ -20,11 +23,11 @@ parts=()
 for a in "$@"; do
     case "$a" in
         --quick) quick=1 ;;
-        inference | agreement | training | models | footprint) parts+=("$a") ;;
-        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|models|footprint]..." >&2; exit 2 ;;
+        inference | agreement | training | models | deploy | footprint) parts+=("$a") ;;
+        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|models|deploy|footprint]..." >&2; exit 2 ;;
     esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training models footprint)
+[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training models deploy footprint)
 q=()
 [ $quick = 1 ] && q=(--quick)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
@@ -36,6 +39,7 @@ for part in "${parts[@]}"; do
         agreement) scripts/agreement-int8.sh "${q[@]}" ;;
         training) scripts/bench-train.sh "${q[@]}" ;;
         models) scripts/bench-models.sh "${q[@]}" ;;
+        deploy) scripts/bench-deploy.sh "${q[@]}" ;;
         footprint)
             work=$(mktemp -d)
             if [ $quick = 1 ]; then

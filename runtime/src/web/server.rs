@@ -15,8 +15,10 @@ use super::{EVENT_BACKLOG, Hub};
 pub const MAX_CONNECTIONS: usize = 32;
 /// A request head larger than this is refused (431).
 const MAX_HEAD: usize = 8 * 1024;
-/// How long a client may take to send its request.
+/// How long one read of a request may wait, and how long the whole request head may take (a
+/// client trickling bytes must not hold one of the few connections).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// How long one write may block before the client is dropped as too slow.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// An idle event stream gets a comment this often, so a vanished client is noticed.
@@ -194,7 +196,11 @@ pub(crate) fn authorised(req: &Request, token: Option<&str>) -> bool {
 fn read_head(stream: &mut TcpStream) -> Result<Request, u16> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let start = Instant::now();
     loop {
+        if start.elapsed() > HEAD_DEADLINE {
+            return Err(408);
+        }
         let n = stream.read(&mut chunk).map_err(|_| 408u16)?;
         if n == 0 {
             return Err(400);

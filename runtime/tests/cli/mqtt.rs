@@ -12,6 +12,16 @@ use super::util::*;
 const FRAMES: usize = 300;
 const QUEUE: usize = 20;
 
+/// A broker or subscriber process, killed if the test fails before stopping it.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -19,7 +29,7 @@ fn free_port() -> u16 {
 
 /// mosquitto with a persistent store, so a subscriber's session (and the results queued for
 /// it) outlives a broker restart, as on any broker that keeps state.
-fn broker(dir: &Path, port: u16) -> Child {
+fn broker(dir: &Path, port: u16) -> Proc {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
@@ -45,11 +55,11 @@ fn broker(dir: &Path, port: u16) -> Child {
         assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    Proc(child)
 }
 
 /// A durable QoS 1 subscriber writing one payload per line to `out`.
-fn subscriber(dir: &Path, port: u16, out: &str) -> Child {
+fn subscriber(dir: &Path, port: u16, out: &str) -> Proc {
     let child = Command::new("mosquitto_sub")
         .args([
             "-h",
@@ -79,12 +89,12 @@ fn subscriber(dir: &Path, port: u16, out: &str) -> Child {
         assert!(start.elapsed() < Duration::from_secs(10), "subscriber never subscribed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    Proc(child)
 }
 
-fn stop(mut child: Child, signal: &str) {
-    let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
-    let _ = child.wait();
+fn stop(mut p: Proc, signal: &str) {
+    let _ = Command::new("kill").args([signal, &p.0.id().to_string()]).status();
+    let _ = p.0.wait();
 }
 
 #[test]

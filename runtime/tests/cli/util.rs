@@ -168,6 +168,14 @@ impl Running {
     }
 }
 
+/// A failed assertion must not leave the run behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `curl` (a real HTTP client, not ours): status and body.
 pub fn curl(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
     let dir = tempfile::tempdir().expect("tempdir");

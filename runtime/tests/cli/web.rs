@@ -232,3 +232,56 @@ fn the_token_guards_every_route() {
     let (status, _, _) = run.stop();
     assert!(status.success());
 }
+
+/// A client that asks for the video and never reads is dropped (its writes time out once the
+/// socket buffers are full), counted in /metrics, and the frame loop keeps classifying meanwhile.
+#[test]
+fn a_client_that_stops_reading_is_dropped() {
+    use std::io::Write;
+    // 1080p frames fill the socket buffers within seconds.
+    let run = Running::spawn(
+        &[
+            "run",
+            "--source",
+            "synthetic:1920x1080:1000000",
+            "--format",
+            "jsonl",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    let addr = run.web_addr();
+    run.wait_lines(2, Duration::from_secs(60));
+    let mut stalled = std::net::TcpStream::connect(&addr).expect("connect");
+    stalled
+        .write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: kestrel\r\n\r\n")
+        .expect("request");
+    let metric = |name: &str| -> f64 {
+        let (_, body) = curl(&format!("http://{addr}/metrics"), &[]);
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let start = std::time::Instant::now();
+    let frames_at_start = metric("kestrel_frames_inferred_total");
+    while metric("kestrel_http_clients_dropped_total") < 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the stalled client was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let frames = metric("kestrel_frames_inferred_total") - frames_at_start;
+    println!(
+        "stalled client dropped after {:.1} s; {frames} frames classified meanwhile",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(frames > 0.0, "the frame loop stalled with the client");
+    // Only the metrics request itself is open now.
+    assert_eq!(metric("kestrel_http_clients"), 1.0);
+    drop(stalled);
+    let (status, _, _) = run.stop();
+    assert!(status.success());
+}
