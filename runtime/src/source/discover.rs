@@ -38,6 +38,8 @@ pub struct Probe {
     pub device_caps: u32,
     /// FourCCs of the capture formats it offers.
     pub formats: Vec<[u8; 4]>,
+    /// Why the node could not be asked (in use, no permission, not V4L2), if it could not.
+    pub unreadable: Option<String>,
 }
 
 impl Probe {
@@ -53,6 +55,9 @@ fn fourcc(f: &[u8; 4]) -> String {
 
 /// Ok if the node is a camera we can read, else why not.
 pub fn verdict(p: &Probe) -> Result<(), String> {
+    if let Some(why) = &p.unreadable {
+        return Err(why.clone());
+    }
     let c = p.device_caps;
     if c & (caps::VIDEO_M2M | caps::VIDEO_M2M_MPLANE) != 0 {
         return Err(format!(
@@ -103,7 +108,6 @@ pub fn first_capture(probes: &[Probe]) -> Option<&Probe> {
 /// no permission) are listed with no capabilities, so the reason shows.
 #[cfg(feature = "camera")]
 pub fn probe_all() -> Vec<Probe> {
-    use v4l::video::Capture;
     let mut paths: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
         .map(|dir| {
             dir.filter_map(|e| e.ok())
@@ -118,39 +122,37 @@ pub fn probe_all() -> Vec<Probe> {
     paths.sort();
     paths
         .into_iter()
-        .map(|(_, path)| match v4l::Device::with_path(&path) {
-            Ok(dev) => {
-                let caps = dev.query_caps();
-                let formats = dev
-                    .enum_formats()
-                    .map(|fs| fs.iter().map(|f| f.fourcc.repr).collect())
-                    .unwrap_or_default();
-                match caps {
-                    Ok(c) => Probe {
-                        path,
-                        driver: c.driver,
-                        card: c.card,
-                        device_caps: c.capabilities.bits(),
-                        formats,
-                    },
-                    Err(e) => Probe {
-                        path,
-                        driver: String::new(),
-                        card: format!("cannot query: {e}"),
-                        device_caps: 0,
-                        formats,
-                    },
-                }
-            }
-            Err(e) => Probe {
+        .map(|(_, path)| {
+            // A node that cannot be read is listed (and skipped) with the reason.
+            probe(&path).unwrap_or_else(|why| Probe {
                 path,
                 driver: String::new(),
-                card: format!("cannot open: {e} (are you in the `video` group?)"),
+                card: String::new(),
                 device_caps: 0,
                 formats: Vec::new(),
-            },
+                unreadable: Some(why),
+            })
         })
         .collect()
+}
+
+#[cfg(feature = "camera")]
+fn probe(path: &std::path::Path) -> Result<Probe, String> {
+    use v4l::video::Capture;
+    let dev = v4l::Device::with_path(path).map_err(|e| format!("cannot open: {e} (are you in the `video` group?)"))?;
+    let caps = dev.query_caps().map_err(|e| format!("cannot query: {e}"))?;
+    let formats = dev
+        .enum_formats()
+        .map(|fs| fs.iter().map(|f| f.fourcc.repr).collect())
+        .unwrap_or_default();
+    Ok(Probe {
+        path: path.to_path_buf(),
+        driver: caps.driver,
+        card: caps.card,
+        device_caps: caps.capabilities.bits(),
+        formats,
+        unreadable: None,
+    })
 }
 
 #[cfg(not(feature = "camera"))]
@@ -170,6 +172,7 @@ mod tests {
             card: card.into(),
             device_caps,
             formats: formats.iter().map(|f| **f).collect(),
+            unreadable: None,
         }
     }
 

@@ -135,7 +135,9 @@ fn the_api_events_metrics_and_video_answer_a_real_client() {
     assert!(events.len() >= 3, "few events in 3 s:\n{text}");
     for pair in events.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1, "one event per result, none skipped");
-        assert_eq!(pair[1].1["frame"].as_u64(), pair[0].1["frame"].as_u64().map(|f| f + 1));
+        // Frame numbers may skip: a live source drops stale frames when inference lags (a
+        // loaded machine); results, and so events, never skip.
+        assert!(pair[1].1["frame"].as_u64() > pair[0].1["frame"].as_u64(), "in order");
     }
     assert_eq!(keys(&events[0].1), keys(&line));
 
