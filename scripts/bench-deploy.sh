@@ -61,8 +61,13 @@ run_mode() {
     KESTREL_CONFIG= "$bin" "${args[@]}" > "$work/out.jsonl" 2>"$work/err.txt" &
     local pid=$!
     if [ -n "${port:-}" ]; then
-        # One browser-like client on the video for the whole run.
-        curl -s --retry 100 --retry-connrefused --retry-delay 0 -o "$work/stream.bin" "http://127.0.0.1:$port/stream.mjpg" &
+        # One browser-like client on the video for the whole run, from when the server listens
+        # (the stream ends when the run does).
+        until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; do
+            kill -0 $pid 2>/dev/null || break
+            sleep 0.05
+        done
+        curl -s --max-time 600 -o "$work/stream.bin" "http://127.0.0.1:$port/stream.mjpg" &
         watcher=$!
     fi
     wait $pid || { cat "$work/err.txt" >&2; exit 1; }
