@@ -23,7 +23,8 @@ done
 sizes=""
 if [ $quick = 0 ]; then
     git worktree add --detach "$work/base" "$base" >&2
-    trap 'git worktree remove --force "$work/base" 2>/dev/null; rm -rf "$work"' EXIT
+    # (set -e holds inside traps too: each cleanup step may fail without failing the script.)
+    trap 'git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
     # The worktree's crates have their own paths, so their artifacts sit beside ours in the cache.
     cargo build --locked --profile "$profile" --manifest-path "$work/base/Cargo.toml" -p kestrel-runtime >&2
     strip -o "$work/kestrel-before" "$dir/kestrel"
@@ -46,7 +47,7 @@ mqtt_port=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n' "$mqtt_port" > "$work/mosquitto.conf"
 mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
 broker=$!
-trap 'kill $broker 2>/dev/null; git worktree remove --force "$work/base" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $broker 2>/dev/null || true; [ $quick = 1 ] || git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # One run of a mode; appends its summary JSON line to $work/<mode>.jsonl.
 run_mode() {
