@@ -95,11 +95,8 @@ fn bad_images_are_reported_and_the_rest_still_classified() {
     );
 }
 
-#[test]
-fn an_unusable_model_is_fatal_and_named() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let model = dir.path().join("broken.onnx");
-    std::fs::write(&model, b"not onnx at all").expect("write");
+/// `classify` with `model` on the cat photo: a model error (exit 2); its stderr.
+fn refused_model(model: &std::path::Path) -> String {
     let cat = sample("chelsea.png");
     let out = kestrel(&[
         "classify",
@@ -108,7 +105,15 @@ fn an_unusable_model_is_fatal_and_named() {
         cat.to_str().expect("utf-8"),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    stderr(&out)
+}
+
+#[test]
+fn an_unusable_model_is_fatal_and_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("broken.onnx");
+    std::fs::write(&model, b"not onnx at all").expect("write");
+    let err = refused_model(&model);
     assert!(
         err.contains("broken.onnx") && err.contains("not a valid ONNX file"),
         "{err}"
@@ -134,15 +139,7 @@ fn a_graph_tract_panics_on_is_refused_without_a_panic_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = dir.path().join("flatten-axis.onnx");
     std::fs::write(&model, proto.encode_to_vec()).expect("write");
-    let cat = sample("chelsea.png");
-    let out = kestrel(&[
-        "classify",
-        "--model",
-        model.to_str().expect("utf-8"),
-        cat.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let err = refused_model(&model);
     assert!(
         err.contains("flatten-axis.onnx")
             && err.contains("the graph is malformed (tract panicked: range end index 51")
