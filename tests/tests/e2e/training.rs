@@ -50,6 +50,125 @@ fn wgpu_backend_matches_flex_and_trains() {
     assert_eq!(saved.backend, Backend::Wgpu);
 }
 
+/// Parameter id and values, per float parameter.
+type Tensors = Vec<(String, Vec<f32>)>;
+
+/// Every float parameter of a module, in the module's own order (the same on every backend;
+/// parameter ids are random per load, so they only pair a module with its own update).
+struct Weights(Tensors);
+
+impl burn::module::ModuleVisitor for Weights {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+        let values = param.val().into_data().try_to_vec::<f32>().expect("f32 parameter");
+        self.0.push((param.id.to_string(), values));
+    }
+}
+
+fn weights<M: Module>(module: &M) -> Tensors {
+    let mut w = Weights(Vec::new());
+    module.visit(&mut w);
+    w.0
+}
+
+/// What one plain-SGD step changed: `after − before` per parameter (= −lr · gradient).
+fn deltas(before: &Tensors, after: &Tensors) -> Tensors {
+    assert_eq!(before.len(), after.len());
+    before
+        .iter()
+        .zip(after)
+        .map(|((id, b), (id_after, a))| {
+            assert_eq!(id, id_after, "the step kept the module's structure");
+            (id.clone(), a.iter().zip(b).map(|(a, b)| a - b).collect())
+        })
+        .collect()
+}
+
+/// One fine-tuning step (every block unfrozen, as `fit --unfreeze-blocks 0`) and one head step
+/// (the classifier on the pooled features, as the head phase) on `backend`, from the pretrained
+/// weights, on a fixed batch: the weight changes of plain SGD, i.e. −lr · the gradients.
+/// Dropout is set to 0 and BatchNorm is frozen (as fine-tuning has it), so the step is
+/// deterministic and both backends compute the same function.
+fn one_step(backend: Backend) -> (Tensors, Tensors) {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    const LR: f64 = 1.0;
+    let spec = kestrel_runtime::PreprocessSpec::efficientnet_lite(64);
+    let photos = [sample("chelsea.png"), sample("coffee.png")];
+    let device = backend.device();
+    let train = device.clone().autodiff();
+    let backbone = model::default_backbone();
+    let (network, _) = pretrained::load_imagenet(backbone, &device, 64).expect("pretrained");
+    let network = network.with_dropout(0.0);
+    // Labels the model does not already give, so every gradient is well away from zero.
+    let labels = kestrel_trainer::train::recipe::labels_tensor(&[1, 2], &train);
+    let loss_fn = CrossEntropyLossConfig::new().init(&train);
+
+    let trainable = backbone.freeze_for_finetune(network.clone(), 0).fork(&train).train();
+    let before = weights(&trainable);
+    let x = batch::images_to_tensor(&photos, &spec, &train).expect("batch");
+    let loss = loss_fn.forward(trainable.forward(x), labels.clone());
+    let grads = GradientsParams::from_grads(loss.backward(), &trainable);
+    let stepped = SgdConfig::new().init().step(LR, trainable, grads);
+    let full = deltas(&before, &weights(&stepped));
+
+    let features = network.features(batch::images_to_tensor(&photos, &spec, &device).expect("batch"));
+    let head = network.fc.clone().fork(&train).train();
+    let before = weights(&head);
+    let features = burn::tensor::Tensor::<2>::from_data(features.into_data(), &train);
+    let loss = loss_fn.forward(head.forward(features), labels);
+    let grads = GradientsParams::from_grads(loss.backward(), &head);
+    let stepped = SgdConfig::new().init().step(LR, head, grads);
+    (full, deltas(&before, &weights(&stepped)))
+}
+
+/// Largest |wgpu − flex| of a weight change, relative to the largest |change| of that tensor.
+fn worst_relative(gpu: &Tensors, cpu: &Tensors) -> (f32, usize) {
+    let mut worst = 0.0f32;
+    let mut moved = 0;
+    for ((id, g), (_, c)) in gpu.iter().zip(cpu) {
+        let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = g.iter().zip(c).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        if scale == 0.0 {
+            assert_eq!(diff, 0.0, "{id}: frozen on flex, moved on wgpu");
+            continue;
+        }
+        moved += 1;
+        worst = worst.max(diff / scale);
+    }
+    (worst, moved)
+}
+
+/// The backward pass on wgpu (lavapipe in CI) computes the gradients flex computes: one full
+/// fine-tuning step and one head step from the same weights move every parameter the same way.
+/// Tolerance: each gradient entry is a sum over the batch, the pixels and up to 1280 channels,
+/// in another order on each backend, so f32 rounding (2⁻²⁴ relative per operation, growing
+/// with the square root of ~10⁴ terms per sum) puts differences near 10⁻⁵ of a tensor's largest
+/// change: 5.4·10⁻⁶ measured on lavapipe. 10⁻⁴ leaves a margin of about 20, while a missing,
+/// zeroed or misrouted gradient is off by order 1.
+#[test]
+fn wgpu_gradients_match_flex() {
+    let adapter = Backend::Wgpu.describe();
+    println!("wgpu adapter: {adapter}");
+    assert!(adapter.starts_with("wgpu ("), "wgpu fell back to the CPU: {adapter}");
+    let (gpu_full, gpu_head) = one_step(Backend::Wgpu);
+    let (cpu_full, cpu_head) = one_step(Backend::Flex);
+    let (full, moved) = worst_relative(&gpu_full, &cpu_full);
+    let (head, head_moved) = worst_relative(&gpu_head, &cpu_head);
+    println!(
+        "wgpu ↔ flex, one SGD step: fine-tuning {moved} tensors moved, worst relative |Δ| {full:.2e}; \
+         head {head_moved} tensors, {head:.2e}"
+    );
+    // Every trainable tensor: 47 block convs (block 0 has no expansion), the head conv, and the
+    // classifier's weight and bias (the stem and every BatchNorm stay frozen).
+    assert_eq!(moved, 50, "tensors moved in a full fine-tuning step");
+    assert_eq!(head_moved, 2, "the classifier's weight and bias");
+    assert!(
+        full < 1e-4,
+        "fine-tuning step: wgpu and flex gradients differ by {full:.2e}"
+    );
+    assert!(head < 1e-4, "head step: wgpu and flex gradients differ by {head:.2e}");
+}
+
 /// Messy folders: a corrupt file is skipped and counted; grey, RGBA and 16-bit images are used.
 /// The phase-1 feature cache gives the logits the full model gives.
 #[test]
