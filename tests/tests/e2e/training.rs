@@ -29,7 +29,11 @@ fn wgpu_backend_matches_flex_and_trains() {
     let (gpu, cpu) = (logits(Backend::Wgpu), logits(Backend::Flex));
     let diff = gpu.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     println!("wgpu ↔ flex max |Δlogit| on 2 photos at 64 px: {diff:.2e}");
-    assert!(diff < 1e-2, "wgpu and flex disagree: {diff}");
+    // The same bound the export's parity check holds a wgpu run to.
+    assert!(
+        diff < Backend::Wgpu.parity_tolerance(),
+        "wgpu and flex disagree: {diff}"
+    );
     assert_eq!(top1(&gpu[..1000]), top1(&cpu[..1000]));
 
     // The same run as the ndarray test below, plus one fine-tuning epoch so the backward pass
@@ -46,6 +50,17 @@ fn wgpu_backend_matches_flex_and_trains() {
     );
     println!("wgpu: val top-1 {:.1}%", 100.0 * fitted.validation.top1);
     assert!(fitted.validation.top1 >= 0.9, "{:?}", fitted.validation);
+    // The export at the end of `fit`, from the network on wgpu: tract must agree within the
+    // backend's stated tolerance, and the bundle lands at its final path only then.
+    let run = kestrel_trainer::train::RunDir(config.out.clone());
+    let finished = kestrel_trainer::train::finish::finish(&run, &fitted).expect("export from wgpu");
+    println!(
+        "wgpu: export parity max |Δlogit| {:.2e} (tolerance {:.0e})",
+        finished.parity,
+        Backend::Wgpu.parity_tolerance()
+    );
+    assert!(finished.parity <= Backend::Wgpu.parity_tolerance());
+    assert!(run.model().is_file());
     let saved = kestrel_trainer::config::FitConfig::load(&dir.path().join("run/config.toml")).expect("config");
     assert_eq!(saved.backend, Backend::Wgpu);
 }

@@ -9,7 +9,8 @@ use kestrel_runtime::{PreprocessSpec, load_image, preprocess};
 use super::{Backbone, Network, imagenet, weights};
 use crate::{assets, onnx::export};
 
-/// Burn and tract must agree this closely on the exported float graph.
+/// Burn and tract must agree this closely on the exported float graph: the CPU's bound
+/// ([`crate::backend::Backend::parity_tolerance`]), where `export-imagenet` runs.
 pub const PARITY_TOLERANCE: f32 = 1e-3;
 /// Photos the export is checked on.
 pub const CHECK_PHOTOS: [&str; 2] = ["chelsea.png", "coffee.png"];
@@ -82,16 +83,18 @@ pub fn check_batch(spec: &PreprocessSpec) -> Result<Vec<Vec<f32>>, PretrainedErr
         .collect()
 }
 
-/// Build `backbone`'s ImageNet bundle at `out`; returns the Burn↔tract max |Δlogit|.
+/// Build `backbone`'s ImageNet bundle at `out` from the weights loaded on `backend`; returns the
+/// Burn↔tract max |Δlogit|, checked against that backend's tolerance.
 pub fn export_imagenet(
     backbone: &dyn Backbone,
     out: &Path,
-    device: &Device,
+    backend: crate::backend::Backend,
     size: u32,
 ) -> Result<f32, PretrainedError> {
-    let (model, metadata) = load_imagenet(backbone, device, size)?;
+    let (model, metadata) = load_imagenet(backbone, &backend.device(), size)?;
     let batch = check_batch(&metadata.preprocess)?;
-    let checked = export::checked_bundle(backbone, &model, &metadata, out, &batch, PARITY_TOLERANCE)?;
+    let tolerance = backend.parity_tolerance();
+    let checked = export::checked_bundle(backbone, &model, &metadata, out, &batch, tolerance)?;
     Ok(checked.save(out)?)
 }
 

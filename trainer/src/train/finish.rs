@@ -65,7 +65,7 @@ pub fn finish(run: &RunDir, fitted: &Fitted) -> Result<Finished, FitError> {
         &metadata,
         &model_path,
         &check,
-        crate::model::pretrained::PARITY_TOLERANCE,
+        fitted.backend.parity_tolerance(),
     )?;
     let evaluation = evaluate_set(&checked.classifier, &fitted.data.val, fitted)?;
     let test = evaluate_test_split(run, &checked.classifier, fitted)?;

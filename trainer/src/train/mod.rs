@@ -110,6 +110,8 @@ impl FitError {
 #[derive(Debug)]
 pub struct Fitted {
     pub backbone: &'static dyn Backbone,
+    /// What it trained on (`auto` settled): the export's parity check allows for it.
+    pub backend: crate::backend::Backend,
     pub model: Network,
     pub history: Vec<EpochRow>,
     /// Validation of the final weights in Burn (the runtime re-checks the exported file).
@@ -191,6 +193,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
     let validation = metrics::evaluate(&logits, &data.val.labels, &data.dataset.classes);
     Ok(Fitted {
         backbone,
+        backend: config.backend,
         model,
         history: state.history.clone(),
         validation,

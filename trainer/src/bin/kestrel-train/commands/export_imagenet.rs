@@ -14,7 +14,7 @@ pub fn run(args: &ExportImagenetArgs) -> anyhow::Result<Status> {
         .unwrap_or_else(|| pretrained::default_bundle_path(backbone));
     let int8_out = args.int8_out.clone().unwrap_or_else(|| out.with_extension("int8.onnx"));
     let size = args.size.unwrap_or(backbone.native_size());
-    let diff = pretrained::export_imagenet(backbone, &out, &args.backend.device(), size)
+    let diff = pretrained::export_imagenet(backbone, &out, args.backend, size)
         .with_context(|| format!("exporting the ImageNet bundle to {}", out.display()))?;
     println!("wrote {} · Burn↔tract max |Δlogit| = {diff:.2e}", out.display());
     if args.no_int8 {
