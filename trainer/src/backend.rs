@@ -21,19 +21,131 @@ pub enum Backend {
 /// Software rasterisers that present themselves as GPUs: correct, but slower than `flex`.
 const SOFTWARE_ADAPTERS: [&str; 4] = ["llvmpipe", "lavapipe", "swiftshader", "software"];
 
+/// One wgpu adapter, as `kestrel-train devices` lists it and `--device N` picks it.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    /// What `--device` takes: the position in [`adapters`], which is the wgpu runtime's own
+    /// order.
+    pub index: usize,
+    pub name: String,
+    /// `discrete GPU`, `integrated GPU`, `virtual GPU`, `CPU` (a software rasteriser) or `other`.
+    pub kind: &'static str,
+    /// A rasteriser on the CPU (lavapipe, llvmpipe, SwiftShader): correct, slower than `flex`.
+    pub software: bool,
+    pub device: Device,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DeviceError {
+    #[error("--device {index}: {}", match .available.as_str() {
+        "" => "this machine has no wgpu adapter (`kestrel-train devices` lists what there is)".to_string(),
+        a => format!("there is no such adapter; `kestrel-train devices` lists them: {a}"),
+    })]
+    NoSuchAdapter { index: usize, available: String },
+    #[error("--device {index} picks a GPU adapter, but --backend {backend} computes on the CPU; use --backend wgpu")]
+    CpuBackend { index: usize, backend: String },
+}
+
+/// Every wgpu adapter this build can use, in the runtime's order (empty without the `wgpu`
+/// feature). Opens each one to ask its name.
+pub fn adapters() -> Vec<Adapter> {
+    #[cfg(feature = "wgpu")]
+    return Device::enumerate(burn::tensor::DeviceType::Wgpu)
+        .into_vec()
+        .into_iter()
+        .enumerate()
+        .map(|(index, device)| {
+            let name = device.identity().map(|i| i.name).unwrap_or_else(|| "adapter".into());
+            let kind = wgpu_kind(&device);
+            let lower = name.to_ascii_lowercase();
+            let software = kind == "CPU" || SOFTWARE_ADAPTERS.iter().any(|s| lower.contains(s));
+            Adapter {
+                index,
+                name,
+                kind,
+                software,
+                device,
+            }
+        })
+        .collect();
+    #[allow(unreachable_code)]
+    Vec::new()
+}
+
+/// The adapter's type as the graphics API reports it (wgpu's `DeviceType`).
+#[cfg(feature = "wgpu")]
+fn wgpu_kind(device: &Device) -> &'static str {
+    use burn_dispatch::DispatchDevice;
+    use burn_dispatch::devices::{CubeDevice, WgpuDeviceKind};
+    match device.as_dispatch() {
+        DispatchDevice::Cube(CubeDevice::Wgpu(w)) => match w.kind {
+            WgpuDeviceKind::DiscreteGpu(_) => "discrete GPU",
+            WgpuDeviceKind::IntegratedGpu(_) => "integrated GPU",
+            WgpuDeviceKind::VirtualGpu(_) => "virtual GPU",
+            WgpuDeviceKind::Cpu => "CPU",
+            _ => "other",
+        },
+        _ => "other",
+    }
+}
+
+/// The adapter `auto` and `wgpu` train on when no `--device` is given: the first discrete GPU,
+/// else the first other hardware adapter, else (for `wgpu` only) the first of any kind.
+pub fn preferred(adapters: &[Adapter], allow_software: bool) -> Option<&Adapter> {
+    adapters
+        .iter()
+        .find(|a| a.kind == "discrete GPU")
+        .or_else(|| adapters.iter().find(|a| !a.software))
+        .or_else(|| adapters.first().filter(|_| allow_software))
+}
+
 impl Backend {
     /// `Auto` settled to a concrete backend (the others are returned as they are).
     pub fn resolve(self) -> Backend {
         match self {
-            Backend::Auto if hardware_gpu().is_some() => Backend::Wgpu,
+            Backend::Auto if preferred(&adapters(), false).is_some() => Backend::Wgpu,
             Backend::Auto => Backend::Flex,
             other => other,
         }
     }
 
+    /// `resolve`, except that `auto` with a `--device` is that wgpu adapter.
+    pub fn settle(self, device: Option<usize>) -> Backend {
+        match (self, device) {
+            (Backend::Auto, Some(_)) => Backend::Wgpu,
+            _ => self.resolve(),
+        }
+    }
+
+    /// The device to train on: `index` (`--device`) picks a wgpu adapter by its place in
+    /// [`adapters`]; without it, wgpu and `auto` use [`preferred`].
+    pub fn device_at(self, index: Option<usize>) -> Result<Device, DeviceError> {
+        match (self, index) {
+            (Backend::Flex | Backend::Ndarray, Some(index)) => Err(DeviceError::CpuBackend {
+                index,
+                backend: format!("{self:?}").to_lowercase(),
+            }),
+            (Backend::Wgpu | Backend::Auto, Some(index)) => {
+                let all = adapters();
+                all.get(index)
+                    .map(|a| a.device.clone())
+                    .ok_or_else(|| DeviceError::NoSuchAdapter {
+                        index,
+                        available: all
+                            .iter()
+                            .map(|a| format!("{}: {}", a.index, a.name))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            }
+            (_, None) => Ok(self.device()),
+        }
+    }
+
+    /// The device without a `--device` choice.
     pub fn device(self) -> Device {
         match self.resolve() {
-            Backend::Wgpu => wgpu_device(),
+            Backend::Wgpu => preferred(&adapters(), true).map_or_else(default_wgpu_device, |a| a.device.clone()),
             // Deprecated upstream in favour of flex; kept because users ask for it by name.
             #[allow(deprecated)]
             Backend::Ndarray => Device::ndarray(),
@@ -55,54 +167,81 @@ impl Backend {
         }
     }
 
-    /// What the device is, for logs: the adapter's name on wgpu.
-    pub fn describe(self) -> String {
+    /// What the device is, for logs: the adapter's name and type on wgpu.
+    pub fn describe_at(self, index: Option<usize>) -> String {
         match self.resolve() {
-            Backend::Wgpu => format!(
-                "wgpu ({})",
-                adapter_name(&wgpu_device()).unwrap_or_else(|| "adapter".into())
-            ),
+            Backend::Wgpu => {
+                let all = adapters();
+                let chosen = match index {
+                    Some(i) => all.get(i),
+                    None => preferred(&all, true),
+                };
+                chosen.map_or_else(
+                    || "wgpu (default adapter)".into(),
+                    |a| format!("wgpu ({}, {}, --device {})", a.name, a.kind, a.index),
+                )
+            }
             Backend::Ndarray => "ndarray (CPU)".into(),
             Backend::Flex | Backend::Auto => "flex (CPU)".into(),
         }
     }
+
+    pub fn describe(self) -> String {
+        self.describe_at(None)
+    }
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_device() -> Device {
+fn default_wgpu_device() -> Device {
     Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
 }
 
 /// Without the `wgpu` feature the request falls back to the CPU, said in the log.
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> Device {
+fn default_wgpu_device() -> Device {
     tracing::warn!("this kestrel-train was built without the `wgpu` feature; training on the CPU (flex)");
     Device::flex()
 }
 
-#[cfg(feature = "wgpu")]
-fn adapter_name(device: &Device) -> Option<String> {
-    device.identity().map(|i| i.name)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[cfg(not(feature = "wgpu"))]
-fn adapter_name(_device: &Device) -> Option<String> {
-    None
-}
+    fn adapter(index: usize, name: &str, kind: &'static str, software: bool) -> Adapter {
+        Adapter {
+            index,
+            name: name.into(),
+            kind,
+            software,
+            device: Device::flex(),
+        }
+    }
 
-/// The first wgpu adapter that is a real GPU.
-#[cfg(feature = "wgpu")]
-fn hardware_gpu() -> Option<Device> {
-    Device::enumerate(burn::tensor::DeviceType::Wgpu).into_iter().find(|d| {
-        adapter_name(d).is_some_and(|name| {
-            let name = name.to_ascii_lowercase();
-            !SOFTWARE_ADAPTERS.iter().any(|s| name.contains(s))
-        })
-    })
-}
+    /// A workstation as wgpu lists it: the software rasteriser first, then the laptop's
+    /// integrated GPU, then the discrete one.
+    #[test]
+    fn the_discrete_gpu_is_preferred_and_software_only_when_allowed() {
+        let all = [
+            adapter(0, "llvmpipe (LLVM 15.0.6, 256 bits)", "CPU", true),
+            adapter(1, "Intel(R) UHD Graphics 620", "integrated GPU", false),
+            adapter(2, "NVIDIA GeForce RTX 4070", "discrete GPU", false),
+        ];
+        assert_eq!(preferred(&all, false).map(|a| a.index), Some(2));
+        assert_eq!(preferred(&all[..2], false).map(|a| a.index), Some(1));
+        assert_eq!(preferred(&all[..1], false).map(|a| a.index), None);
+        assert_eq!(preferred(&all[..1], true).map(|a| a.index), Some(0));
+        assert!(preferred(&[], true).is_none());
+    }
 
-#[cfg(not(feature = "wgpu"))]
-fn hardware_gpu() -> Option<Device> {
-    let _ = SOFTWARE_ADAPTERS;
-    None
+    #[test]
+    fn a_device_needs_a_gpu_backend() {
+        assert_eq!(
+            Backend::Flex.device_at(Some(0)).err(),
+            Some(DeviceError::CpuBackend {
+                index: 0,
+                backend: "flex".into()
+            })
+        );
+        assert_eq!(Backend::Auto.settle(Some(1)), Backend::Wgpu);
+    }
 }

@@ -91,6 +91,9 @@ pub struct FitConfig {
     /// Run folder: config, checkpoints, metrics, report and the exported model.
     pub out: PathBuf,
     pub backend: Backend,
+    /// Which wgpu adapter (`kestrel-train devices` numbers them); unset, the first discrete GPU,
+    /// else the first other hardware one.
+    pub device: Option<usize>,
     /// The pretrained network to start from: `lite0` (default), `lite1` or `lite2`
     /// (see `kestrel_trainer::model::BACKBONES`).
     pub backbone: String,
@@ -152,6 +155,7 @@ impl Default for FitConfig {
             data: PathBuf::new(),
             out: PathBuf::from("runs/exp"),
             backend: Backend::Auto,
+            device: None,
             backbone: crate::model::default_backbone().name().to_string(),
             image_size: None,
             batch_size: 32,
@@ -205,9 +209,16 @@ pub enum ConfigError {
     Invalid(String),
     #[error("invalid setting backbone: {0}")]
     Backbone(#[from] crate::model::UnknownBackbone),
+    #[error(transparent)]
+    Device(#[from] crate::backend::DeviceError),
 }
 
 impl FitConfig {
+    /// The Burn device this run computes on: `backend`, and `device` among wgpu adapters.
+    pub fn device(&self) -> Result<burn::tensor::Device, ConfigError> {
+        Ok(self.backend.device_at(self.device)?)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -246,6 +257,9 @@ impl FitConfig {
             return bad("no data folder: pass --data DIR");
         }
         self.backbone()?;
+        if self.device.is_some() {
+            self.device()?;
+        }
         // "SAME" padding takes any size; below 32 px the last stage would see less than a pixel.
         if !(32..=kestrel_runtime::PreprocessSpec::MAX_SIDE).contains(&self.input_size()) {
             return bad("image_size must be from 32 to 4096 pixels");

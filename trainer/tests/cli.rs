@@ -271,6 +271,47 @@ fn bad_data_folders_fail_before_training_with_the_fix() {
     assert!(err.contains("bad.toml") && err.contains("head_epochs"), "{err}");
 }
 
+/// `devices` numbers the wgpu adapters as `--device` takes them (CI has lavapipe, a software
+/// rasteriser, so `auto` keeps to the CPU), and a `--device` that cannot be honoured is a usage
+/// error that says why, before any data is read.
+#[test]
+fn devices_are_listed_and_a_wrong_device_is_refused() {
+    let out = train_cmd().arg("devices").output().expect("run");
+    check(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("flex (--backend flex)"), "{text}");
+    assert!(
+        text.contains("  0  llvmpipe") && text.contains("(CPU) · software rasteriser"),
+        "lavapipe (scripts/test.sh installs mesa-vulkan-drivers) as adapter 0:\n{text}"
+    );
+    assert!(text.contains("--backend auto trains on flex"), "{text}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = photo_folder(dir.path(), 3);
+    let run = dir.path().join("run");
+    let out = fit_cmd(&data, &run).args(["--device", "9"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--device 9: there is no such adapter") && err.contains("0: llvmpipe"),
+        "{err}"
+    );
+    let out = fit_cmd(&data, &run)
+        .args(["--backend", "flex", "--device", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--backend flex computes on the CPU; use --backend wgpu"),
+        "{err}"
+    );
+    assert!(
+        !run.join("config.toml").exists(),
+        "refused before the run folder was written"
+    );
+}
+
 #[test]
 fn a_diverging_run_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");

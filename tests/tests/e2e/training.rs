@@ -39,7 +39,11 @@ fn wgpu_backend_matches_flex_and_trains() {
     // The same run as the ndarray test below, plus one fine-tuning epoch so the backward pass
     // runs on wgpu too: the accuracy must land in the same band.
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Wgpu, 1).expect("sample data");
+    // On the adapter `kestrel-train devices` numbers 0 (lavapipe in CI), chosen explicitly.
+    let config = kestrel_trainer::config::FitConfig {
+        device: Some(0),
+        ..kestrel_e2e::sample_photo_run(dir.path(), Backend::Wgpu, 1).expect("sample data")
+    };
     let fitted = train::fit(&config, false, &Progress::plain()).expect("fit on wgpu");
     assert_eq!(fitted.history.len(), 5);
     assert!(
@@ -63,6 +67,7 @@ fn wgpu_backend_matches_flex_and_trains() {
     assert!(run.model().is_file());
     let saved = kestrel_trainer::config::FitConfig::load(&dir.path().join("run/config.toml")).expect("config");
     assert_eq!(saved.backend, Backend::Wgpu);
+    assert_eq!(saved.device, Some(0), "config.toml records the adapter");
 }
 
 /// Parameter id and values, per float parameter.

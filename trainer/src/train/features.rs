@@ -83,7 +83,7 @@ pub fn head_features(
     data: &Prepared,
     progress: &Progress,
 ) -> Result<HeadFeatures, FitError> {
-    let device = config.backend.device();
+    let device = config.device()?;
     let backbone = model.valid();
     let width = model.feature_width();
     let spec = &data.spec;

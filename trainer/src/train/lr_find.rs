@@ -42,11 +42,11 @@ pub fn lr_find(
     progress: &Progress,
 ) -> Result<LrFinding, FitError> {
     let config = &FitConfig {
-        backend: config.backend.resolve(),
+        backend: config.backend.settle(config.device),
         ..config.clone()
     };
     let data = prepare(config, progress)?;
-    let device = config.backend.device();
+    let device = config.device()?;
     let model = pretrained_model(config, data.dataset.classes.len(), &device)?;
     let features = head_features(config, &model, &data, progress)?;
     range_test(config, &model, &features, &data.dataset, start, end, steps)
@@ -61,7 +61,7 @@ fn range_test(
     end: f64,
     steps: usize,
 ) -> Result<LrFinding, FitError> {
-    let train_device = config.backend.device().autodiff();
+    let train_device = config.device()?.autodiff();
     let mut head: Linear = model.fc.clone().fork(&train_device).train();
     let dropout = model.dropout.clone();
     let loss_fn = loss_fn(config, dataset, &train_device);

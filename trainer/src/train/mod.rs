@@ -131,7 +131,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
     // Settle `auto` and the image size once: enumerating adapters is slow, and config.toml
     // records the choices.
     let config = &FitConfig {
-        backend: config.backend.resolve(),
+        backend: config.backend.settle(config.device),
         image_size: Some(config.input_size()),
         ..config.clone()
     };
@@ -140,7 +140,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
         "training {} at {} px on {}",
         backbone.architecture(),
         config.input_size(),
-        config.backend.describe()
+        config.backend.describe_at(config.device)
     );
     let run = RunDir(config.out.clone());
     if !resume && run.last().exists() {
@@ -154,7 +154,7 @@ pub fn fit(config: &FitConfig, resume: bool, progress: &Progress) -> Result<Fitt
 
     let data = prepare(config, progress)?;
 
-    let device = config.backend.device();
+    let device = config.device()?;
     device.seed(config.seed);
     let fresh = || pretrained_model(config, data.dataset.classes.len(), &device);
     let (mut model, mut state, mut optim_bytes) = if resume {

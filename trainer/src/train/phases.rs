@@ -140,7 +140,7 @@ pub(crate) fn head_phase(
     optim_bytes: &[u8],
     progress: &Progress,
 ) -> Result<Network, FitError> {
-    let device = config.backend.device();
+    let device = config.device()?;
     let features = head_features(config, &model, data, progress)?;
     let train_device = device.clone().autodiff();
     // fork moves to the autodiff device; train() then turns gradient tracking on.
@@ -195,7 +195,7 @@ pub(crate) fn finetune_phase(
     progress: &Progress,
 ) -> Result<Network, FitError> {
     let (spec, dataset) = (&data.spec, &data.dataset);
-    let device = config.backend.device();
+    let device = config.device()?;
     let train_device = device.clone().autodiff();
     let template = model.clone();
     let trainable = backbone

@@ -76,6 +76,9 @@ pub enum Command {
     /// Needs the assets from scripts/fetch-assets.sh. Prints the Burn↔tract max |Δlogit| on the
     /// sample photos and fails above 1e-3.
     ExportImagenet(ExportImagenetArgs),
+    /// List the devices training can run on: the CPU backends, and every GPU adapter wgpu
+    /// offers with the number `fit --device N` takes, its type, and which one `auto` picks.
+    Devices,
 }
 
 #[derive(clap::Args)]
@@ -241,6 +244,10 @@ pub struct FitArgs {
     pub out: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    /// Which GPU adapter to train on, by its number in `kestrel-train devices` [default: the
+    /// first discrete GPU, else the first other hardware one]. Implies --backend wgpu.
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
     /// Pretrained network: lite0 (default; 4.6 M parameters, 224 px), lite1 (5.4 M, 240 px) or
     /// lite2 (6.1 M, 260 px). Larger is more accurate and slower: docs/benchmarks.md has the
     /// table ("Model table").
@@ -356,6 +363,9 @@ impl FitArgs {
         );
         set!(schedule, class_weights, grad_clip, monitor, workers, folds);
         set!(int8_scheme, int8_max_drop, max_pixels);
+        if let Some(device) = self.device {
+            c.device = Some(device);
+        }
         if let Some(size) = self.image_size {
             c.image_size = Some(size);
         }

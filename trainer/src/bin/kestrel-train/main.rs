@@ -16,7 +16,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // wgpu asks every graphics API for adapters; on a machine without OpenGL/EGL
+                // (any headless server) its GL backend logs each failed probe as an error. An
+                // API that is absent is not an error: `kestrel-train devices` says what exists.
+                // RUST_LOG=wgpu_hal=debug brings them back.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wgpu_hal::gles=off")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,5 +1,6 @@
 //! One file per command; each turns its parsed arguments into work and an exit status.
 
+pub mod devices;
 pub mod eval;
 pub mod export_imagenet;
 pub mod fit;
@@ -23,5 +24,6 @@ pub fn run(command: &Command) -> anyhow::Result<Status> {
         Command::ImportIdx(args) => import_idx::run(args),
         Command::Eval(args) => eval::run(args),
         Command::ExportImagenet(args) => export_imagenet::run(args),
+        Command::Devices => devices::run(),
     }
 }
