@@ -119,6 +119,7 @@ pub struct MqttSummary {
 struct State {
     queue: VecDeque<Vec<u8>>,
     capacity: usize,
+    /// Sent and not acknowledged when the connection thread ended (set once, as it ends).
     in_flight: usize,
     summary: MqttSummary,
     notices: Vec<String>,
@@ -239,10 +240,9 @@ fn connection(url: &MqttUrl, shared: &Shared) {
     loop {
         let closing = shared.lock().closing;
         if closing.is_some_and(|deadline| Instant::now() >= deadline) {
-            shared.lock().in_flight = in_flight.len();
-            return;
+            break;
         }
-        let result = TcpStream::connect_timeout_any(url).and_then(|stream| {
+        let result = connect(url).and_then(|stream| {
             let mut conn = Connection {
                 stream,
                 buf: Vec::new(),
@@ -259,10 +259,8 @@ fn connection(url: &MqttUrl, shared: &Shared) {
             conn.session(url, shared, &mut in_flight, &mut next_id)
         });
         match result {
-            Ok(()) => {
-                shared.lock().in_flight = 0;
-                return;
-            }
+            // The session ended because the run is closing.
+            Ok(()) => break,
             Err(e) => {
                 if away.is_none() {
                     let capacity = shared.lock().capacity;
@@ -273,30 +271,25 @@ fn connection(url: &MqttUrl, shared: &Shared) {
                 }
             }
         }
-        shared.lock().in_flight = in_flight.len();
         let s = shared.lock();
         if s.closing.is_none() {
             let _ = shared.wake.wait_timeout(s, backoff);
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+    shared.lock().in_flight = in_flight.len();
 }
 
-trait ConnectAny {
-    fn connect_timeout_any(url: &MqttUrl) -> std::io::Result<TcpStream>;
-}
-
-impl ConnectAny for TcpStream {
-    fn connect_timeout_any(url: &MqttUrl) -> std::io::Result<TcpStream> {
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("cannot resolve {}", url.host));
-        for addr in (url.host.as_str(), url.port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
+/// The first of the host's addresses that accepts a connection.
+fn connect(url: &MqttUrl) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("cannot resolve {}", url.host));
+    for addr in (url.host.as_str(), url.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
         }
-        Err(last)
     }
+    Err(last)
 }
 
 struct Connection {
@@ -377,14 +370,18 @@ impl Connection {
                 let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
                 let n = room.min(s.queue.len());
                 let batch: Vec<Vec<u8>> = s.queue.drain(..n).collect();
-                s.in_flight = in_flight.len() + batch.len();
                 (batch, s.closing)
             };
+            // In flight before they are written: a write that fails leaves them there, to go out
+            // again after the reconnect, rather than lost uncounted with the rest of the batch.
+            let first_new = in_flight.len();
             for payload in batch {
                 *next_id = next_id.checked_add(1).unwrap_or(1);
-                self.stream
-                    .write_all(&packet::publish(&url.topic, *next_id, &payload, false))?;
                 in_flight.push_back((*next_id, payload));
+            }
+            for (id, payload) in in_flight.range(first_new..) {
+                self.stream
+                    .write_all(&packet::publish(&url.topic, *id, payload, false))?;
                 last_sent = Instant::now();
             }
             while let Some(p) = self.poll()? {
@@ -404,7 +401,6 @@ impl Connection {
                 && (drained || Instant::now() >= deadline)
             {
                 let _ = self.stream.write_all(&packet::DISCONNECT);
-                shared.lock().in_flight = in_flight.len();
                 return Ok(());
             }
             if ping_sent.is_some_and(|t| t.elapsed() > KEEP_ALIVE) {
@@ -525,6 +521,26 @@ mod tests {
         let summary = p.close(Duration::from_secs(2));
         assert_eq!(summary.acknowledged, 4);
         assert_eq!((summary.dropped, summary.unsent, summary.reconnects), (0, 0, 1));
+    }
+
+    /// A broker that takes publishes and never acknowledges them: at the end of the flush time
+    /// they are reported unsent, not lost from the count.
+    #[test]
+    fn unacknowledged_results_at_exit_are_counted_unsent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let url: MqttUrl = format!("mqtt://127.0.0.1:{port}/t").parse().expect("valid");
+        let p = Publisher::start(url, 10);
+        p.publish(&[0]);
+        p.publish(&[1]);
+        let (mut s, _) = listener.accept().expect("accept");
+        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10));
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        for _ in 0..2 {
+            assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x32));
+        }
+        let summary = p.close(Duration::from_millis(300));
+        assert_eq!((summary.acknowledged, summary.unsent, summary.dropped), (0, 2, 0));
     }
 
     #[test]
