@@ -116,9 +116,9 @@ impl Hub {
         self.lock().source = source.to_string();
     }
 
-    /// One inferred frame. Called on the frame loop's thread: no I/O, no encoding.
-    pub fn frame(&self, report: &FrameReport, frame: &Frame, totals: Totals) {
-        let json: Arc<str> = serde_json::to_string(report).unwrap_or_default().into();
+    /// One inferred frame, with its jsonl line (`json`, made once by the caller for every
+    /// consumer). Called on the frame loop's thread: no I/O, no encoding.
+    pub fn frame(&self, report: &FrameReport, json: Arc<str>, frame: &Frame, totals: Totals) {
         let pixels = (self.watchers.load(Ordering::Relaxed) > 0).then(|| Arc::new(frame.payload.clone()));
         let mut s = self.lock();
         s.seq += 1;

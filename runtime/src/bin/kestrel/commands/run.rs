@@ -219,17 +219,22 @@ pub fn run(flags: &RunArgs, config: &ConfigFile) -> anyhow::Result<Status> {
                     return;
                 }
                 Event::Frame { report, frame, totals } => {
-                    if let Some(hub) = &hub {
-                        hub.frame(report, frame, totals);
+                    // The jsonl line, made once for whoever wants it (none in plain text mode).
+                    let json: Option<Arc<str>> = (jsonl || hub.is_some() || publisher.is_some())
+                        .then(|| serde_json::to_string(report).unwrap_or_default().into());
+                    if let (Some(hub), Some(json)) = (&hub, &json) {
+                        hub.frame(report, Arc::clone(json), frame, totals);
                     }
                     if settings.on_change && !report.changed {
                         return;
                     }
-                    let json = serde_json::to_string(report).unwrap_or_default();
-                    if let Some(p) = &publisher {
+                    if let (Some(p), Some(json)) = (&publisher, &json) {
                         p.publish(json.as_bytes());
                     }
-                    if jsonl { json } else { text_line(report) }
+                    match &json {
+                        Some(json) if jsonl => json.to_string(),
+                        _ => text_line(report),
+                    }
                 }
             };
             if write_error.is_none()
