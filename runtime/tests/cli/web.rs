@@ -35,6 +35,12 @@ fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
+/// The value of the Prometheus sample `name` (with its labels, if any) in `text`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn keys(v: &serde_json::Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
     k.sort();
@@ -144,12 +150,7 @@ fn the_api_events_metrics_and_video_answer_a_real_client() {
     let (code, body) = curl(&format!("http://{addr}/metrics"), &[]);
     assert_eq!(code, 200);
     let metrics = String::from_utf8_lossy(&body).into_owned();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
-    };
+    let value = |name: &str| sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
     let inferred = value("kestrel_frames_inferred_total");
     assert!(inferred >= 3.0);
     assert!(value("kestrel_frames_total") >= inferred);
@@ -261,10 +262,7 @@ fn a_client_that_stops_reading_is_dropped() {
         .expect("request");
     let metric = |name: &str| -> f64 {
         let (_, body) = curl(&format!("http://{addr}/metrics"), &[]);
-        String::from_utf8_lossy(&body)
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(f64::NAN)
+        sample(&String::from_utf8_lossy(&body), name).unwrap_or(f64::NAN)
     };
     let start = std::time::Instant::now();
     let frames_at_start = metric("kestrel_frames_inferred_total");
