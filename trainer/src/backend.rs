@@ -47,8 +47,14 @@ pub enum DeviceError {
 }
 
 /// Every wgpu adapter this build can use, in the runtime's order (empty without the `wgpu`
-/// feature). Opens each one to ask its name.
-pub fn adapters() -> Vec<Adapter> {
+/// feature). Asked once per process: enumerating opens each adapter, and a run asks for its
+/// device in every phase.
+pub fn adapters() -> &'static [Adapter] {
+    static ADAPTERS: std::sync::OnceLock<Vec<Adapter>> = std::sync::OnceLock::new();
+    ADAPTERS.get_or_init(enumerate)
+}
+
+fn enumerate() -> Vec<Adapter> {
     #[cfg(feature = "wgpu")]
     return Device::enumerate(burn::tensor::DeviceType::Wgpu)
         .into_vec()
@@ -103,7 +109,7 @@ impl Backend {
     /// `Auto` settled to a concrete backend (the others are returned as they are).
     pub fn resolve(self) -> Backend {
         match self {
-            Backend::Auto if preferred(&adapters(), false).is_some() => Backend::Wgpu,
+            Backend::Auto if preferred(adapters(), false).is_some() => Backend::Wgpu,
             Backend::Auto => Backend::Flex,
             other => other,
         }
@@ -145,7 +151,7 @@ impl Backend {
     /// The device without a `--device` choice.
     pub fn device(self) -> Device {
         match self.resolve() {
-            Backend::Wgpu => preferred(&adapters(), true).map_or_else(default_wgpu_device, |a| a.device.clone()),
+            Backend::Wgpu => preferred(adapters(), true).map_or_else(default_wgpu_device, |a| a.device.clone()),
             // Deprecated upstream in favour of flex; kept because users ask for it by name.
             #[allow(deprecated)]
             Backend::Ndarray => Device::ndarray(),
@@ -174,7 +180,7 @@ impl Backend {
                 let all = adapters();
                 let chosen = match index {
                     Some(i) => all.get(i),
-                    None => preferred(&all, true),
+                    None => preferred(all, true),
                 };
                 chosen.map_or_else(
                     || "wgpu (default adapter)".into(),

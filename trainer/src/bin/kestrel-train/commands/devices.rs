@@ -11,7 +11,7 @@ pub fn run() -> anyhow::Result<Status> {
         return Ok(Status::Success);
     }
     println!("GPU adapters (wgpu; `fit --device N`):");
-    for a in &adapters {
+    for a in adapters {
         let note = if a.software {
             " · software rasteriser: correct, slower than flex"
         } else {
@@ -19,7 +19,7 @@ pub fn run() -> anyhow::Result<Status> {
         };
         println!("  {}  {}  ({}){note}", a.index, a.name, a.kind);
     }
-    match backend::preferred(&adapters, false) {
+    match backend::preferred(adapters, false) {
         Some(a) => println!("--backend auto trains on {} ({})", a.index, a.name),
         None => println!(
             "--backend auto trains on flex: no hardware GPU (--backend wgpu without --device uses {})",
