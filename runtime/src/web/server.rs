@@ -55,6 +55,22 @@ struct Shared {
     dropped: AtomicU64,
 }
 
+impl Shared {
+    /// A stream that ended because its client fell behind (a write timed out, or the event
+    /// backlog passed it) is counted; one whose client went away (reset, closed pipe) is not.
+    fn count_if_dropped(&self, result: std::io::Result<()>) -> std::io::Result<()> {
+        if let Err(e) = &result
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Other
+            )
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
 impl Server {
     pub fn start(addr: &str, token: Option<String>, hub: Arc<Hub>) -> Result<Server, WebError> {
         let bind_err = |source| WebError::Bind {
@@ -308,17 +324,18 @@ fn handle(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
             serde_json::to_string(&hub.status()).unwrap_or_default().as_bytes(),
         ),
         "/metrics" => {
-            let text = {
+            // Copied under the lock, rendered outside it: the frame loop waits on that lock.
+            let (metrics, totals, fps) = {
                 let s = hub.lock();
-                let fps = super::fps(&s.recent);
-                super::metrics::render(
-                    &s.metrics,
-                    &s.totals,
-                    fps,
-                    hub.clients.load(Ordering::Relaxed),
-                    shared.dropped.load(Ordering::Relaxed),
-                )
+                (s.metrics.clone(), s.totals, super::fps(&s.recent))
             };
+            let text = super::metrics::render(
+                &metrics,
+                &totals,
+                fps,
+                hub.clients.load(Ordering::Relaxed),
+                shared.dropped.load(Ordering::Relaxed),
+            );
             body(stream, "text/plain; version=0.0.4", text.as_bytes())
         }
         "/frame.jpg" => {
@@ -331,20 +348,8 @@ fn handle(stream: &mut TcpStream, shared: &Shared) -> std::io::Result<()> {
                 None => respond(stream, 503, "text/plain", &[("Retry-After", "1")], b"no frame yet\n"),
             }
         }
-        "/stream.mjpg" if !head_only => {
-            let result = mjpeg(stream, hub);
-            if result.is_err() {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            result
-        }
-        "/api/events" if !head_only => {
-            let result = events(stream, hub);
-            if result.is_err() {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            result
-        }
+        "/stream.mjpg" if !head_only => shared.count_if_dropped(mjpeg(stream, hub)),
+        "/api/events" if !head_only => shared.count_if_dropped(events(stream, hub)),
         _ => respond(
             stream,
             404,

@@ -237,7 +237,8 @@ fn the_token_guards_every_route() {
 }
 
 /// A client that asks for the video and never reads is dropped (its writes time out once the
-/// socket buffers are full), counted in /metrics, and the frame loop keeps classifying meanwhile.
+/// socket buffers are full), counted in /metrics, and the frame loop keeps classifying meanwhile;
+/// clients that simply leave are not counted.
 #[test]
 fn a_client_that_stops_reading_is_dropped() {
     use std::io::Write;
@@ -256,14 +257,23 @@ fn a_client_that_stops_reading_is_dropped() {
     );
     let addr = run.web_addr();
     run.wait_lines(2, Duration::from_secs(60));
-    let mut stalled = std::net::TcpStream::connect(&addr).expect("connect");
-    stalled
-        .write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: kestrel\r\n\r\n")
-        .expect("request");
     let metric = |name: &str| -> f64 {
         let (_, body) = curl(&format!("http://{addr}/metrics"), &[]);
         sample(&String::from_utf8_lossy(&body), name).unwrap_or(f64::NAN)
     };
+    // A client that watches a moment and leaves is not one that fell behind.
+    curl(&format!("http://{addr}/stream.mjpg"), &["--max-time", "1"]);
+    curl(&format!("http://{addr}/api/events"), &["--max-time", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        metric("kestrel_http_clients_dropped_total"),
+        0.0,
+        "clients that left counted as dropped"
+    );
+    let mut stalled = std::net::TcpStream::connect(&addr).expect("connect");
+    stalled
+        .write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: kestrel\r\n\r\n")
+        .expect("request");
     let start = std::time::Instant::now();
     let frames_at_start = metric("kestrel_frames_inferred_total");
     while metric("kestrel_http_clients_dropped_total") < 1.0 {
