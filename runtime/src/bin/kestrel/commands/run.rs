@@ -45,21 +45,25 @@ impl Settings {
         let a = merge(flags, &config.run);
         let (model, _) = resolve_model(flags.model.as_ref(), config.run.model.as_ref())?;
         let spec: SourceSpec = a.source.as_deref().unwrap_or("camera").parse()?;
+        // The frame loop's own defaults, where neither flag nor file says otherwise.
+        let d = LiveOptions::default();
         let live = LiveOptions {
-            every: a.every.unwrap_or(1).max(1),
+            every: a.every.unwrap_or(d.every).max(1),
             roi: a.roi.as_deref().map(str::parse).transpose()?,
-            top_k: a.top_k.unwrap_or(3),
-            threshold: a.threshold.unwrap_or(0.0),
-            smooth: a.smooth.unwrap_or(1).max(1),
+            top_k: a.top_k.unwrap_or(d.top_k),
+            threshold: a.threshold.unwrap_or(d.threshold),
+            smooth: a.smooth.unwrap_or(d.smooth).max(1),
             save_uncertain: a.save_uncertain.clone().map(|dir| SaveUncertain {
                 dir,
                 below: a.below.unwrap_or(0.6),
                 min_interval: Duration::from_secs_f64(a.save_interval.unwrap_or(1.0).max(0.0)),
             }),
             max_frames: a.frames,
-            max_pixels: a.max_pixels.unwrap_or(kestrel_runtime::decode::DEFAULT_MAX_PIXELS),
-            reconnect: a.reconnect.unwrap_or(false),
-            progress_every: Duration::from_secs_f64(a.progress.unwrap_or(5.0).max(0.1)),
+            max_pixels: a.max_pixels.unwrap_or(d.max_pixels),
+            reconnect: a.reconnect.unwrap_or(d.reconnect),
+            progress_every: a
+                .progress
+                .map_or(d.progress_every, |s| Duration::from_secs_f64(s.max(0.1))),
             open: OpenOptions {
                 resolution: a.resolution.as_deref().map(parse_resolution).transpose()?,
                 fps: a.fps,
