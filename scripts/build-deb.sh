@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
 tools="$HOME/.cache/kestrel/tools"
 cargo_deb_version=3.8.0
-if ! "$tools/bin/cargo-deb" --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
+# Captured, not piped to `grep -q`: under pipefail an early-closed pipe would read as "missing".
+installed=$("$tools/bin/cargo-deb" --version 2>/dev/null || true)
+if [ "$installed" != "cargo-deb $cargo_deb_version" ]; then
     cargo install --locked --quiet --root "$tools" --version "=$cargo_deb_version" cargo-deb >&2
 fi
 
