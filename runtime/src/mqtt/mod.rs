@@ -479,23 +479,34 @@ mod tests {
         (id, body[4 + topic_len..].to_vec())
     }
 
+    /// A publisher pointed at a loopback socket the test plays the broker on.
+    fn scripted_broker(capacity: usize) -> (std::net::TcpListener, Publisher) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let url: MqttUrl = format!("mqtt://127.0.0.1:{port}/t").parse().expect("valid");
+        (listener, Publisher::start(url, capacity))
+    }
+
+    /// The publisher's next connection, past CONNECT and an accepting CONNACK.
+    fn accept_session(listener: &std::net::TcpListener) -> TcpStream {
+        let (mut s, _) = listener.accept().expect("accept");
+        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10), "CONNECT first");
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        s
+    }
+
     /// A connection that dies with publishes unacknowledged: after reconnecting, each is sent
     /// again (DUP set) before anything newer, and counted once when acknowledged. The broker
     /// side is scripted on a loopback socket to make the loss exact, which a real broker's
     /// timing does not allow; tests/cli/mqtt.rs covers a real one.
     #[test]
     fn unacknowledged_results_are_sent_again_after_a_reconnect() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let url: MqttUrl = format!("mqtt://127.0.0.1:{port}/t").parse().expect("valid");
-        let p = Publisher::start(url, 10);
+        let (listener, p) = scripted_broker(10);
         for i in 0..3u8 {
             p.publish(&[i]);
         }
         // First connection: accept, read the three publishes, ack none, hang up.
-        let (mut s, _) = listener.accept().expect("accept");
-        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10));
-        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        let mut s = accept_session(&listener);
         let first: Vec<(u8, (u16, Vec<u8>))> = (0..3)
             .map(|_| read_packet(&mut s).map(|(f, b)| (f, payload(&b))).expect("publish"))
             .collect();
@@ -503,9 +514,7 @@ mod tests {
         drop(s);
         // Second connection: the three again with DUP, then one published after it is up
         // (so it cannot have gone out on the dead socket); ack all.
-        let (mut s, _) = listener.accept().expect("accept again");
-        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10));
-        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        let mut s = accept_session(&listener);
         p.publish(&[3]);
         let mut again = Vec::new();
         for _ in 0..4 {
@@ -527,15 +536,10 @@ mod tests {
     /// they are reported unsent, not lost from the count.
     #[test]
     fn unacknowledged_results_at_exit_are_counted_unsent() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let url: MqttUrl = format!("mqtt://127.0.0.1:{port}/t").parse().expect("valid");
-        let p = Publisher::start(url, 10);
+        let (listener, p) = scripted_broker(10);
         p.publish(&[0]);
         p.publish(&[1]);
-        let (mut s, _) = listener.accept().expect("accept");
-        assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x10));
-        s.write_all(&[0x20, 0x02, 0x00, 0x00]).expect("connack");
+        let mut s = accept_session(&listener);
         for _ in 0..2 {
             assert_eq!(read_packet(&mut s).map(|p| p.0), Some(0x32));
         }
