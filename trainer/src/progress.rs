@@ -22,6 +22,11 @@ impl Progress {
         Progress { interactive: false }
     }
 
+    /// Whether bars are drawn (a terminal), so that live values are worth fetching.
+    pub fn interactive(&self) -> bool {
+        self.interactive
+    }
+
     pub fn bar(&self, len: u64, what: &str) -> ProgressBar {
         if !self.interactive {
             return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());

@@ -44,8 +44,12 @@ fn wgpu_backend_matches_flex_and_trains() {
         device: Some(0),
         ..kestrel_e2e::sample_photo_run(dir.path(), Backend::Wgpu, 1).expect("sample data")
     };
+    let reads = train::loss_reads_on_this_thread();
     let fitted = train::fit(&config, false, &Progress::plain()).expect("fit on wgpu");
     assert_eq!(fitted.history.len(), 5);
+    // Without a bar, the training loop waits for the GPU once per epoch, not once per step
+    // (issue 19): 4 head epochs and 1 fine-tuning epoch, several steps each.
+    assert_eq!(train::loss_reads_on_this_thread() - reads, 5, "loss reads per run");
     assert!(
         fitted
             .history
@@ -263,7 +267,9 @@ fn ndarray_head_training_reaches_high_accuracy() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = kestrel_e2e::sample_photo_run(dir.path(), Backend::Ndarray, 0).expect("sample data");
+    let reads = train::loss_reads_on_this_thread();
     let fitted = train::fit(&config, false, &Progress::plain()).expect("fit on ndarray");
+    assert_eq!(train::loss_reads_on_this_thread() - reads, 4, "one loss read per epoch");
     println!("ndarray head-only: val top-1 {:.1}%", 100.0 * fitted.validation.top1);
     assert!(fitted.validation.top1 >= 0.9, "{:?}", fitted.validation);
 }

@@ -20,7 +20,9 @@ pub mod experiments;
 mod features;
 pub mod finish;
 pub mod lr_find;
+mod meter;
 mod phases;
+mod prefetch;
 mod prepare;
 pub mod recipe;
 mod run_dir;
@@ -31,6 +33,7 @@ use burn::tensor::Device;
 
 pub use epoch::metrics_csv;
 pub use features::{HeadFeatures, head_features, predict};
+pub use meter::loss_reads_on_this_thread;
 pub use prepare::{Prepared, prepare};
 pub use run_dir::{RunDir, write};
 

@@ -16,6 +16,8 @@ use super::FitError;
 use super::checkpoint::{self, Phase, RunState};
 use super::epoch::{EpochTrain, best_so_far, end_epoch};
 use super::features::{HeadFeatures, head_features, predict, to_vec};
+use super::meter::{BAR_REFRESH, LossMeter};
+use super::prefetch;
 use super::prepare::Prepared;
 use super::recipe::{labels_tensor, learning_rate, loss_fn, optimizer, rng_for};
 use super::run_dir::RunDir;
@@ -25,30 +27,46 @@ use crate::metrics::{self, Evaluation};
 use crate::model::{Backbone, Network};
 use crate::progress::Progress;
 
-/// One optimiser step: the loss's value, then backward and update, unless the loss is not
-/// finite. Then the module comes back untouched, so a diverging batch never reaches the
-/// weights; the caller decides what a non-finite loss means.
+/// One optimiser step that first reads the loss (lr-find needs each value): backward and
+/// update unless the loss is not finite, when the module comes back untouched. The epoch loop
+/// uses [`update`] and reads its losses in bulk instead.
 pub(crate) fn step<M: Module>(module: M, optim: &mut ModuleOptimizer, lr: f64, loss: Tensor<1>) -> (M, f64) {
     let value = loss.clone().into_scalar::<f32>() as f64;
     if !value.is_finite() {
         return (module, value);
     }
-    let grads = GradientsParams::from_grads(loss.backward(), &module);
-    (optim.step(lr, module, grads), value)
+    (update(module, optim, lr, loss), value)
 }
 
-/// The head's loss on a batch of cached feature rows (dropout, then the classifier).
+/// Backward and update, without waiting for the device.
+pub(crate) fn update<M: Module>(module: M, optim: &mut ModuleOptimizer, lr: f64, loss: Tensor<1>) -> M {
+    let grads = GradientsParams::from_grads(loss.backward(), &module);
+    optim.step(lr, module, grads)
+}
+
+/// A batch of cached feature rows and their labels, gathered on the prefetch thread.
+pub(crate) struct FeatureBatch {
+    rows: Vec<f32>,
+    labels: Vec<usize>,
+}
+
+pub(crate) fn feature_batch(features: &HeadFeatures, batch: &[usize]) -> Result<FeatureBatch, FitError> {
+    let (rows, labels) = features.batch(batch)?;
+    Ok(FeatureBatch { rows, labels })
+}
+
+/// The head's loss on a batch of feature rows (dropout, then the classifier).
 pub(crate) fn head_loss(
     head: &Linear,
     dropout: &Dropout,
     loss_fn: &CrossEntropyLoss,
-    features: &HeadFeatures,
-    batch: &[usize],
+    width: usize,
+    batch: FeatureBatch,
     device: &Device,
-) -> Result<Tensor<1>, FitError> {
-    let (x, labels) = features.batch(batch)?;
-    let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), features.width]), device);
-    Ok(loss_fn.forward(head.forward(dropout.forward(x)), labels_tensor(&labels, device)))
+) -> Tensor<1> {
+    let n = batch.labels.len();
+    let x = Tensor::<2>::from_data(TensorData::new(batch.rows, [n, width]), device);
+    loss_fn.forward(head.forward(dropout.forward(x)), labels_tensor(&batch.labels, device))
 }
 
 /// What distinguishes one phase's run through [`run_epochs`].
@@ -66,11 +84,17 @@ pub(crate) struct PhasePlan<'a> {
 }
 
 /// The epoch loop of both phases: shuffle, step through the batches at the scheduled rate,
-/// validate, record (history, metrics.csv, checkpoints, early stopping). `loss_of(module,
-/// batch, epoch)` is a batch's loss; `validate(module)` scores the module on the validation
-/// split and returns the whole network to checkpoint.
+/// validate, record (history, metrics.csv, checkpoints, early stopping). `prepare(batch,
+/// epoch)` is a batch's CPU work (decoding, augmenting, gathering), done one batch ahead on a
+/// helper thread; `loss_of(module, prepared)` is its loss; `validate(module)` scores the module
+/// on the validation split and returns the whole network to checkpoint.
+///
+/// Nothing here waits for the device within an epoch, except to refresh a bar on a terminal:
+/// the losses are summed on the device and read once at the end (see [`LossMeter`]). A batch
+/// whose loss is not finite is found there and ends the run before anything is saved, so the
+/// last checkpoint is still the last good state.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn run_epochs<M: Module>(
+pub(crate) fn run_epochs<M: Module, B: Send>(
     config: &FitConfig,
     run: &RunDir,
     state: &mut RunState,
@@ -78,7 +102,8 @@ pub(crate) fn run_epochs<M: Module>(
     mut module: M,
     optim: &mut ModuleOptimizer,
     progress: &Progress,
-    mut loss_of: impl FnMut(&M, &[usize], usize) -> Result<Tensor<1>, FitError>,
+    prepare: impl Fn(&[usize], usize) -> Result<B, FitError> + Sync,
+    mut loss_of: impl FnMut(&M, B) -> Tensor<1>,
     mut validate: impl FnMut(&M) -> Result<(Evaluation, Network), FitError>,
 ) -> Result<M, FitError> {
     let steps_per_epoch = plan.items.div_ceil(config.batch_size);
@@ -89,38 +114,51 @@ pub(crate) fn run_epochs<M: Module>(
         plan.device.seed(config.seed.wrapping_add(epoch as u64));
         let mut order: Vec<usize> = (0..plan.items).collect();
         rng_for(config.seed, plan.shuffle_stream, epoch as u64, 0).shuffle(&mut order);
-        let (mut loss_sum, mut lr) = (0.0, 0.0);
+        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+        let mut meter = LossMeter::new(progress.interactive().then_some(BAR_REFRESH));
         let bar = progress.bar(plan.items as u64, &format!("{} epoch {}", plan.phase.name(), epoch + 1));
-        for (b, batch) in order.chunks(config.batch_size).enumerate() {
-            let loss = loss_of(&module, batch, epoch)?;
-            lr = learning_rate(
-                config,
-                plan.peak_lr,
-                epoch * steps_per_epoch + b,
-                total,
-                steps_per_epoch,
-            ) * state.lr_scale;
-            let batch_loss;
-            (module, batch_loss) = step(module, optim, lr, loss);
-            if !batch_loss.is_finite() {
-                return Err(FitError::Diverged {
-                    loss: batch_loss,
-                    phase: plan.phase,
-                    epoch: epoch + 1,
-                    checkpoint: run.last(),
-                });
-            }
-            loss_sum += batch_loss * batch.len() as f64;
-            bar.inc(batch.len() as u64);
-            bar.set_message(format!("loss {batch_loss:.4}"));
-        }
+        let mut lr = 0.0;
+        module = prefetch::in_order(
+            &batches,
+            prefetch::DEPTH,
+            |batch| prepare(batch, epoch),
+            |prepared| {
+                for (b, (batch, items)) in prepared.zip(&batches).enumerate() {
+                    let n = items.len();
+                    let loss = loss_of(&module, batch?);
+                    lr = learning_rate(
+                        config,
+                        plan.peak_lr,
+                        epoch * steps_per_epoch + b,
+                        total,
+                        steps_per_epoch,
+                    ) * state.lr_scale;
+                    meter.add(loss.clone(), n);
+                    module = update(module, optim, lr, loss);
+                    bar.inc(n as u64);
+                    if meter.due() {
+                        bar.set_message(format!("loss {:.4}", meter.mean()));
+                    }
+                }
+                Ok::<_, FitError>(module)
+            },
+        )?;
         bar.finish_and_clear();
+        let train_loss = meter.mean();
+        if !train_loss.is_finite() {
+            return Err(FitError::Diverged {
+                loss: train_loss,
+                phase: plan.phase,
+                epoch: epoch + 1,
+                checkpoint: run.last(),
+            });
+        }
         let (eval, network) = validate(&module)?;
         let train = EpochTrain {
             phase: plan.phase,
             epoch: epoch + 1,
             lr,
-            train_loss: loss_sum / plan.items as f64,
+            train_loss,
             images_per_second: plan.items as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         };
         end_epoch(config, run, state, train, &eval, &network, optim, progress)?;
@@ -168,7 +206,8 @@ pub(crate) fn head_phase(
         head,
         &mut optim,
         progress,
-        |head, batch, _| head_loss(head, &dropout, &loss_fn, &features, batch, &train_device),
+        |batch, _| feature_batch(&features, batch),
+        |head, batch| head_loss(head, &dropout, &loss_fn, features.width, batch, &train_device),
         |head| {
             model.fc = head.valid();
             let logits = to_vec(model.fc.forward(val_x.clone()))?;
@@ -221,7 +260,7 @@ pub(crate) fn finetune_phase(
         trainable,
         &mut optim,
         progress,
-        |model, batch, epoch| {
+        |batch, epoch| {
             let mut pixels = vec![0.0f32; batch.len() * len];
             pixels.par_chunks_exact_mut(len).zip(batch.par_iter()).try_for_each(
                 |(out, &i)| -> Result<(), FitError> {
@@ -231,8 +270,11 @@ pub(crate) fn finetune_phase(
                 },
             )?;
             let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
-            let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(batch.len())), &train_device);
-            Ok(loss_fn.forward(model.forward(x), labels_tensor(&labels, &train_device)))
+            Ok((pixels, labels))
+        },
+        |model, (pixels, labels): (Vec<f32>, Vec<usize>)| {
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(labels.len())), &train_device);
+            loss_fn.forward(model.forward(x), labels_tensor(&labels, &train_device))
         },
         |model| {
             let network = model.valid();
