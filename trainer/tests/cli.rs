@@ -284,6 +284,11 @@ fn devices_are_listed_and_a_wrong_device_is_refused() {
         text.contains("  0  llvmpipe") && text.contains("(CPU) · software rasteriser"),
         "lavapipe (scripts/test.sh installs mesa-vulkan-drivers) as adapter 0:\n{text}"
     );
+    // Its API, memory (lavapipe offers a share of system memory) and driver, from wgpu itself.
+    assert!(
+        text.contains("     Vulkan · ") && text.contains(" GiB shared system memory · driver llvmpipe"),
+        "{text}"
+    );
     assert!(text.contains("--backend auto trains on flex"), "{text}");
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,9 @@
 //! Which Burn device the trainer computes on. Burn 0.22 dispatches at run time, so the model
 //! and training code are the same for every backend; only the device differs.
 
+#[cfg(feature = "wgpu")]
+mod adapter_info;
+
 use burn::tensor::Device;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -21,6 +24,25 @@ pub enum Backend {
 /// Software rasterisers that present themselves as GPUs: correct, but slower than `flex`.
 const SOFTWARE_ADAPTERS: [&str; 4] = ["llvmpipe", "lavapipe", "swiftshader", "software"];
 
+/// How much memory an adapter has, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// The card's own, as the graphics API, the kernel driver or `nvidia-smi` states it.
+    Dedicated(u64),
+    /// A rasteriser or an integrated GPU computes in the machine's memory: its total.
+    System(u64),
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        match *self {
+            Memory::Dedicated(b) => write!(f, "{:.1} GiB", gib(b)),
+            Memory::System(b) => write!(f, "{:.1} GiB shared system memory", gib(b)),
+        }
+    }
+}
+
 /// One wgpu adapter, as `kestrel-train devices` lists it and `--device N` picks it.
 #[derive(Debug, Clone)]
 pub struct Adapter {
@@ -32,6 +54,12 @@ pub struct Adapter {
     pub kind: &'static str,
     /// A rasteriser on the CPU (lavapipe, llvmpipe, SwiftShader): correct, slower than `flex`.
     pub software: bool,
+    /// The graphics API the adapter is reached through: `Vulkan`, `Metal`, `DX12`, `OpenGL`.
+    pub api: &'static str,
+    /// The driver, as it names itself (`Mesa 24.2.8-1~bpo12+1 (LLVM 15.0.6)`), where it does.
+    pub driver: Option<String>,
+    /// The memory a training run may fill, and where the figure comes from.
+    pub memory: Option<Memory>,
     pub device: Device,
 }
 
@@ -56,24 +84,35 @@ pub fn adapters() -> &'static [Adapter] {
 
 fn enumerate() -> Vec<Adapter> {
     #[cfg(feature = "wgpu")]
-    return Device::enumerate(burn::tensor::DeviceType::Wgpu)
-        .into_vec()
-        .into_iter()
-        .enumerate()
-        .map(|(index, device)| {
-            let name = device.identity().map(|i| i.name).unwrap_or_else(|| "adapter".into());
-            let kind = wgpu_kind(&device);
-            let lower = name.to_ascii_lowercase();
-            let software = kind == "CPU" || SOFTWARE_ADAPTERS.iter().any(|s| lower.contains(s));
-            Adapter {
-                index,
-                name,
-                kind,
-                software,
-                device,
-            }
-        })
-        .collect();
+    {
+        let (api, infos) = adapter_info::settled();
+        return Device::enumerate(burn::tensor::DeviceType::Wgpu)
+            .into_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(index, device)| {
+                let name = device.identity().map(|i| i.name).unwrap_or_else(|| "adapter".into());
+                let kind = wgpu_kind(&device);
+                let lower = name.to_ascii_lowercase();
+                let software = kind == "CPU" || SOFTWARE_ADAPTERS.iter().any(|s| lower.contains(s));
+                // Burn lists the settled API's adapters in wgpu's order; the name guards the pairing.
+                let info = infos.get(index).filter(|i| i.name == name);
+                let driver = info
+                    .map(|i| format!("{} {}", i.driver, i.driver_info).trim().to_string())
+                    .filter(|d| !d.is_empty());
+                Adapter {
+                    index,
+                    memory: adapter_info::stated_memory(&device).or_else(|| info.and_then(adapter_info::memory)),
+                    name,
+                    kind,
+                    software,
+                    api,
+                    driver,
+                    device,
+                }
+            })
+            .collect();
+    }
     #[allow(unreachable_code)]
     Vec::new()
 }
@@ -219,6 +258,9 @@ mod tests {
             name: name.into(),
             kind,
             software,
+            api: "Vulkan",
+            driver: None,
+            memory: None,
             device: Device::flex(),
         }
     }

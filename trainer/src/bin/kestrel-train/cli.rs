@@ -77,7 +77,13 @@ pub enum Command {
     /// sample photos and fails above 1e-3.
     ExportImagenet(ExportImagenetArgs),
     /// List the devices training can run on: the CPU backends, and every GPU adapter wgpu
-    /// offers with the number `fit --device N` takes, its type, and which one `auto` picks.
+    /// offers with the number `fit --device N` takes, its type, graphics API, memory and driver,
+    /// and which one `auto` picks.
+    ///
+    /// On a headless machine without XDG_RUNTIME_DIR (containers, CI), Mesa's Vulkan
+    /// device-select layer asks for a Wayland display and libwayland prints "error:
+    /// XDG_RUNTIME_DIR is invalid or not set" for each probe. It is harmless; NODEVICE_SELECT=1
+    /// (or setting XDG_RUNTIME_DIR) silences it.
     Devices,
 }
 

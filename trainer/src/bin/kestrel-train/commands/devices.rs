@@ -17,7 +17,15 @@ pub fn run() -> anyhow::Result<Status> {
         } else {
             ""
         };
+        let memory = a
+            .memory
+            .map_or_else(|| "memory not stated".to_string(), |m| m.to_string());
         println!("  {}  {}  ({}){note}", a.index, a.name, a.kind);
+        println!(
+            "     {} · {memory}{}",
+            a.api,
+            a.driver.as_ref().map_or_else(String::new, |d| format!(" · driver {d}"))
+        );
     }
     match backend::preferred(adapters, false) {
         Some(a) => println!("--backend auto trains on {} ({})", a.index, a.name),
