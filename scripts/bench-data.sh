@@ -91,9 +91,10 @@ md = ["## Data at scale (`scripts/bench-data.sh`, issue 16)", "",
       f"Written by `scripts/bench-data.sh` on {datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores. `kestrel-train fit` on {total} camera-sized JPEGs "
       "(`kestrel-train sample-data --size 640`, three classes) and on a quarter of them, same settings: 224 px, "
       "one head epoch on the plain view, no fine-tuning, 2% validation. Peak RSS is the whole process's "
-      "(getrusage). Training images are decoded in parallel at the size training needs (JPEG: 1/2 scale here, "
-      "640 → 320 ≥ the 292 px cache side) and, like the validation crops, kept in a nameless file in the run "
-      "folder rather than in RAM; the kernel's page cache holds what fits. Wall times are in "
+      "(getrusage). Training images are decoded in parallel in full, as the runtime decodes them, and kept twice: "
+      "shrunk to the 292 px cache side for augmentation, and as the runtime's 224 px crop (the plain view); like the "
+      "validation crops, both are kept in a nameless file in the run folder rather than in RAM; the kernel's page "
+      "cache holds what fits. Wall times are in "
       "docs/benchmarks-data.json only: they are mostly the backbone's forward pass, which is not what this measures.", "",
       "| build | images | decode train | decode eval | cache on disk | peak RSS |", "|---|---|---|---|---|---|"]
 for r in rows:

@@ -5,15 +5,14 @@ use std::path::Path;
 use kestrel_runtime::{Classifier, LoadOptions, load_image};
 use kestrel_trainer::backend::Backend;
 
-/// The bad-input corpus through the trainer's decode-once path (scaled JPEG decoding, the
+/// The bad-input corpus through the trainer's decode-once path (the runtime's decoder, the
 /// on-disk cache): every decodable file comes back upright at the size training asked for,
-/// everything else is skipped by name, and nothing panics. 24 px asks the 64×48 JPEGs for a
-/// half-scale decode.
+/// everything else is skipped by name, and nothing panics.
 #[test]
 fn the_training_decoder_agrees_with_the_runtime_on_the_bad_input_corpus() {
     use kestrel_e2e::corpus::{self, Expect};
     use kestrel_trainer::data::dataset::Sample;
-    use kestrel_trainer::data::images::{Jpeg, decode_for_training};
+    use kestrel_trainer::data::images::decode_for_training;
     use kestrel_trainer::data::store::Store;
     use kestrel_trainer::progress::Progress;
 
@@ -28,8 +27,10 @@ fn the_training_decoder_agrees_with_the_runtime_on_the_bad_input_corpus() {
         })
         .collect();
     let side = 24;
-    let store = Store::on_disk(&dir.path().join("cache")).expect("cache");
-    let set = decode_for_training(&samples, side, 1 << 24, Jpeg::Scaled, store, &Progress::plain()).expect("decoding");
+    let cache = || Store::on_disk(&dir.path().join("cache")).expect("cache");
+    let spec = kestrel_runtime::PreprocessSpec::efficientnet_lite(16);
+    let set =
+        decode_for_training(&samples, &spec, side, 1 << 24, [cache(), cache()], &Progress::plain()).expect("decoding");
     for (label, case) in cases.iter().enumerate() {
         let stored = set.labels.iter().position(|&l| l == label);
         let skipped = set.skipped.iter().find(|s| s.path == case.path);

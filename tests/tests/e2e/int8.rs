@@ -347,8 +347,13 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     let grey = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
     let mut one = kestrel_trainer::data::store::Store::in_memory();
     one.push_image(&grey).expect("in memory");
+    let mut plain = kestrel_trainer::data::store::Store::in_memory();
+    let crop = kestrel_runtime::preprocess::resize_to_input(&image::DynamicImage::ImageRgb8(grey), &fitted.data.spec)
+        .expect("crop");
+    plain.push_image(&crop).expect("in memory");
     let grey_set = kestrel_trainer::data::images::DecodedSet {
         images: one,
+        plain,
         labels: vec![0],
         skipped: Vec::new(),
     };

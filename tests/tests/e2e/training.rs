@@ -259,6 +259,42 @@ fn dataset_edge_cases_and_the_feature_cache() {
     );
 }
 
+/// What the head phase trains on for an image's plain view is the runtime's tensor for the same
+/// file, bit for bit (issue 15: training once shrank first and resampled again). 640 px photos,
+/// so that any shrink or reduced-scale decode before the crop would change pixels.
+#[test]
+fn the_training_plain_view_is_what_the_runtime_computes() {
+    use kestrel_trainer::config::FitConfig;
+    use kestrel_trainer::progress::Progress;
+    use kestrel_trainer::train;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("photos");
+    kestrel_trainer::data::sample_data::make_photo_folder(&data, 3, 640, 5).expect("sample data");
+    let config = FitConfig {
+        data,
+        out: dir.path().join("run"),
+        backend: Backend::Flex,
+        image_size: Some(96),
+        val_fraction: 0.3,
+        ..FitConfig::default()
+    };
+    let prepared = train::prepare(&config, &Progress::plain()).expect("prepare");
+    assert!(prepared.skipped.is_empty() && prepared.train.len() >= 3);
+    let mut ours = vec![0.0f32; prepared.spec.tensor_len()];
+    for (i, sample) in prepared.dataset.train.iter().enumerate() {
+        train::training_view(&config, &prepared, i, 0, &mut ours).expect("plain view");
+        let runtime =
+            kestrel_runtime::preprocess::preprocess(&load_image(&sample.path).expect("decode"), &prepared.spec)
+                .expect("runtime preprocessing");
+        assert!(
+            ours == runtime,
+            "{}: the training view differs from the runtime's",
+            sample.path.display()
+        );
+    }
+}
+
 /// The head phase alone, on the ndarray backend, learns the sample classes.
 #[test]
 fn ndarray_head_training_reaches_high_accuracy() {

@@ -3,11 +3,13 @@
 //! not grow with the data set. Unreadable files are skipped, each with one warning line, and
 //! counted.
 //!
-//! Training images are decoded at the size training needs: a JPEG is decoded straight to the
-//! smallest of 1/8, 1/4, 1/2 or full size that still covers `shorter_side` (the DCT-domain
-//! scaling libjpeg calls `scale_denom`), which is most of the decoding cost of a camera photo.
-//! Evaluation images take the runtime's own path, full decode included, so a validation score is
-//! the score the device would see.
+//! Every image takes the runtime's own decoder, full decode included. An evaluation image is
+//! kept as the runtime crops it, so a validation score is the score the device would see. A
+//! training image is kept twice: shrunk (for augmentation's random crops), and as the runtime's
+//! crop, which is the plain view the head phase and calibration use, so the un-augmented view
+//! training sees is, bit for bit, what `kestrel` feeds the model for the same file. (Training
+//! once decoded JPEGs at a reduced DCT scale and took the plain view from the shrunk copy: two
+//! resamplings where the runtime does one, so train and serve saw different pixels, issue 15.)
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -15,9 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use image::imageops::{self, FilterType};
-use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
-use kestrel_runtime::decode::{DecodeError, check_regular_file, decode_bytes, load_image_with_limit};
+use kestrel_runtime::decode::load_image_with_limit;
 use kestrel_runtime::preprocess::{PreprocessError, normalize_into, resize_to_input};
 use kestrel_runtime::{ClassifierError, PreprocessSpec};
 use rayon::prelude::*;
@@ -45,11 +46,13 @@ pub enum CacheError {
     Classifier(#[from] ClassifierError),
 }
 
-/// Training images kept decoded, shrunk so their shorter side is `shorter_side` (never enlarged):
-/// enough resolution for random crops at the input size, a fraction of the size of originals.
+/// Training images kept decoded: `images` shrunk so their shorter side is `shorter_side` (never
+/// enlarged), enough resolution for random crops at the input size and a fraction of the
+/// originals' size; `plain` the runtime's crop of each at the input size.
 #[derive(Debug)]
 pub struct DecodedSet {
     pub images: Store,
+    pub plain: Store,
     pub labels: Vec<usize>,
     pub skipped: Vec<Skipped>,
 }
@@ -65,6 +68,16 @@ impl DecodedSet {
 
     pub fn image(&self, index: usize) -> Result<DynamicImage, StoreError> {
         self.images.image(index).map(DynamicImage::ImageRgb8)
+    }
+
+    /// Image `index` as the runtime crops it, before normalisation.
+    pub fn plain_crop(&self, index: usize) -> Result<RgbImage, StoreError> {
+        self.plain.image(index)
+    }
+
+    /// The model input of image `index` without augmentation: the runtime's tensor.
+    pub fn plain_into(&self, index: usize, spec: &PreprocessSpec, out: &mut [f32]) -> Result<(), CacheError> {
+        tensor_into(&self.plain, index, spec, out)
     }
 }
 
@@ -121,67 +134,17 @@ fn shrink(rgb: RgbImage, shorter_side: u32) -> RgbImage {
     imageops::resize(&rgb, nw, nh, FilterType::Triangle)
 }
 
-/// A baseline or progressive JPEG decoded at the smallest DCT scale whose shorter side still
-/// covers `shorter_side`, upright. `None` when this path does not apply (not a JPEG, CMYK or
-/// 16-bit, above the pixel limit, any decoding error): the caller takes the general path, which
-/// also words the error.
-fn decode_jpeg_scaled(bytes: &[u8], shorter_side: u32, max_pixels: u64) -> Option<RgbImage> {
-    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return None;
-    }
-    // jpeg-decoder asserts on some malformed headers; such a file goes to the general path.
-    std::panic::catch_unwind(|| {
-        let mut decoder = jpeg_decoder::Decoder::new(bytes);
-        decoder.read_info().ok()?;
-        let info = decoder.info()?;
-        let (w, h) = (info.width, info.height);
-        if u64::from(w) * u64::from(h) > max_pixels || info.pixel_format != jpeg_decoder::PixelFormat::RGB24 {
-            return None;
-        }
-        // `scale` picks the smallest factor that reaches the request on either axis: ask on the
-        // shorter axis only.
-        let want = shorter_side.min(u32::from(u16::MAX)) as u16;
-        let request = if w <= h { (want, u16::MAX) } else { (u16::MAX, want) };
-        let (sw, sh) = decoder.scale(request.0, request.1).ok()?;
-        let pixels = decoder.decode().ok()?;
-        let mut image = DynamicImage::ImageRgb8(RgbImage::from_raw(u32::from(sw), u32::from(sh), pixels)?);
-        if let Some(o) = decoder.exif_data().and_then(Orientation::from_exif_chunk) {
-            image.apply_orientation(o);
-        }
-        Some(image.into_rgb8())
-    })
-    .ok()
-    .flatten()
-}
-
-/// How a JPEG is decoded before the shrink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jpeg {
-    /// At the smallest DCT scale that covers the side: training, where speed matters and every
-    /// image is resampled again by augmentation.
-    Scaled,
-    /// In full, as the runtime decodes a frame: calibration and the quantiser's gate, which
-    /// must see what the deployed model sees.
-    Full,
-}
-
-/// One image, decoded and shrunk to `shorter_side`. The file is read once; whatever the scaled
-/// path does not take goes through the runtime's decoder on the same bytes.
-fn decode_shrunk(sample: &Sample, shorter_side: u32, max_pixels: u64, jpeg: Jpeg) -> Result<RgbImage, DecodeError> {
-    check_regular_file(&sample.path)?;
-    let bytes = std::fs::read(&sample.path).map_err(|source| DecodeError::Open {
-        path: sample.path.clone(),
-        source,
-    })?;
-    let scaled = match jpeg {
-        Jpeg::Scaled => decode_jpeg_scaled(&bytes, shorter_side, max_pixels),
-        Jpeg::Full => None,
-    };
-    let rgb = match scaled {
-        Some(rgb) => rgb,
-        None => decode_bytes(&bytes, &sample.path, max_pixels)?.into_rgb8(),
-    };
-    Ok(shrink(rgb, shorter_side))
+/// One training image, decoded as the runtime decodes it: shrunk to `shorter_side`, and the
+/// runtime's crop at the input size. The file is read once.
+fn decode_for_views(
+    sample: &Sample,
+    spec: &PreprocessSpec,
+    shorter_side: u32,
+    max_pixels: u64,
+) -> Result<[RgbImage; 2], String> {
+    let image = load_image_with_limit(&sample.path, max_pixels).map_err(|e| e.to_string())?;
+    let plain = resize_to_input(&image, spec).map_err(|e| e.to_string())?;
+    Ok([shrink(image.into_rgb8(), shorter_side), plain])
 }
 
 fn warn_skipped(skipped: &[Skipped]) {
@@ -194,25 +157,28 @@ fn warn_skipped(skipped: &[Skipped]) {
 /// that a round's images in memory stay small (the store holds the rest).
 const ROUND_PER_THREAD: usize = 8;
 
-/// `work` on every sample in parallel, in rounds of [`ROUND_PER_THREAD`] per thread whose results go to `store` in
-/// order; failures become [`Skipped`] entries (one warning each). Returns the labels of what was
-/// stored. The bar counts files and shows the rate; a plain line tells the total time.
-fn decode_into(
+/// `work` on every sample in parallel, in rounds of [`ROUND_PER_THREAD`] per thread whose results
+/// go to `stores` in order (result k to store k); failures become [`Skipped`] entries (one warning
+/// each). Returns the labels of what was stored. The bar counts files and shows the rate; a plain
+/// line tells the total time.
+fn decode_into<const N: usize>(
     samples: &[Sample],
-    store: &mut Store,
+    mut stores: [&mut Store; N],
     progress: &Progress,
     what: &str,
-    work: impl Fn(&Sample) -> Result<RgbImage, String> + Sync,
+    work: impl Fn(&Sample) -> Result<[RgbImage; N], String> + Sync,
 ) -> Result<(Vec<usize>, Vec<Skipped>), StoreError> {
     let started = Instant::now();
     let bar = progress.bar(samples.len() as u64, what);
     let (mut labels, mut skipped) = (Vec::with_capacity(samples.len()), Vec::new());
     for round in samples.chunks(ROUND_PER_THREAD * rayon::current_num_threads()) {
-        let results: Vec<Result<RgbImage, String>> = round.par_iter().map(&work).collect();
+        let results: Vec<Result<[RgbImage; N], String>> = round.par_iter().map(&work).collect();
         for (sample, result) in round.iter().zip(results) {
             match result {
-                Ok(image) => {
-                    store.push_image(&image)?;
+                Ok(images) => {
+                    for (store, image) in stores.iter_mut().zip(&images) {
+                        store.push_image(image)?;
+                    }
                     labels.push(sample.label);
                 }
                 Err(reason) => skipped.push(Skipped {
@@ -236,21 +202,22 @@ fn decode_into(
     Ok((labels, skipped))
 }
 
-/// Decode `samples` in parallel for augmentation into `store`; shorter side capped at
-/// `shorter_side`.
+/// Decode `samples` in parallel for training: shrunk copies (shorter side capped at
+/// `shorter_side`) into `images`, the runtime's crops into `plain`.
 pub fn decode_for_training(
     samples: &[Sample],
+    spec: &PreprocessSpec,
     shorter_side: u32,
     max_pixels: u64,
-    jpeg: Jpeg,
-    mut store: Store,
+    [mut images, mut plain]: [Store; 2],
     progress: &Progress,
 ) -> Result<DecodedSet, StoreError> {
-    let (labels, skipped) = decode_into(samples, &mut store, progress, "decoding train", |s| {
-        decode_shrunk(s, shorter_side, max_pixels, jpeg).map_err(|e| e.to_string())
+    let (labels, skipped) = decode_into(samples, [&mut images, &mut plain], progress, "decoding train", |s| {
+        decode_for_views(s, spec, shorter_side, max_pixels)
     })?;
     Ok(DecodedSet {
-        images: store,
+        images,
+        plain,
         labels,
         skipped,
     })
@@ -264,9 +231,9 @@ pub fn preprocess_for_eval(
     mut store: Store,
     progress: &Progress,
 ) -> Result<EvalSet, StoreError> {
-    let (labels, skipped) = decode_into(samples, &mut store, progress, "decoding eval", |s| {
+    let (labels, skipped) = decode_into(samples, [&mut store], progress, "decoding eval", |s| {
         let img = load_image_with_limit(&s.path, max_pixels).map_err(|e| e.to_string())?;
-        resize_to_input(&img, spec).map_err(|e| e.to_string())
+        Ok([resize_to_input(&img, spec).map_err(|e| e.to_string())?])
     })?;
     Ok(EvalSet {
         crops: Arc::new(store),
@@ -285,55 +252,58 @@ mod tests {
         })
     }
 
-    fn read(path: &std::path::Path) -> Vec<u8> {
-        std::fs::read(path).expect("test file")
-    }
-
     fn sample(dir: &std::path::Path, name: &str, image: &RgbImage) -> Sample {
         let path = dir.join(name);
         image.save(&path).expect("test step");
         Sample { path, label: 0 }
     }
 
+    /// The head phase's plain view and calibration's first view are the runtime's tensor for the
+    /// same file, exactly, for a JPEG large enough that a reduced-scale decode or a shrink first
+    /// would change pixels; the augmentation source is the full decode, shrunk.
     #[test]
-    fn jpegs_are_decoded_scaled_to_just_cover_the_side_training_needs() {
+    fn the_training_plain_view_is_the_runtimes_tensor_exactly() {
         let dir = tempfile::tempdir().expect("test step");
-        let s = sample(dir.path(), "big.jpg", &photo(1600, 1200));
-        // 1200 / 4 = 300 ≥ 256 > 1200 / 8 = 150: a quarter-size decode, then the shrink to 256.
-        let scaled = decode_jpeg_scaled(&read(&s.path), 256, u64::MAX).expect("a JPEG takes the scaled path");
-        assert_eq!(scaled.dimensions(), (400, 300));
+        let samples = vec![
+            sample(dir.path(), "big.jpg", &photo(1600, 1200)),
+            sample(dir.path(), "small.png", &photo(50, 40)),
+        ];
+        let spec = PreprocessSpec::efficientnet_lite(64);
+        let stores = [Store::in_memory(), Store::in_memory()];
+        let set = decode_for_training(&samples, &spec, 83, u64::MAX, stores, &Progress::plain()).expect("decode");
+        let mut ours = vec![0.0f32; spec.tensor_len()];
+        for (i, s) in samples.iter().enumerate() {
+            let img = load_image_with_limit(&s.path, u64::MAX).expect("test step");
+            let expected = kestrel_runtime::preprocess::preprocess(&img, &spec).expect("test step");
+            set.plain_into(i, &spec, &mut ours).expect("plain view");
+            assert_eq!(ours, expected, "{}", s.path.display());
+        }
         assert_eq!(
-            decode_shrunk(&s, 256, u64::MAX, Jpeg::Scaled)
-                .expect("test step")
-                .dimensions(),
-            (341, 256)
-        );
-        // Same size as the full decode's shrink, and close in content.
-        let full = shrink(
-            load_image_with_limit(&s.path, u64::MAX).expect("test step").into_rgb8(),
-            256,
-        );
-        let ours = decode_shrunk(&s, 256, u64::MAX, Jpeg::Scaled).expect("test step");
-        let exact = decode_shrunk(&s, 256, u64::MAX, Jpeg::Full).expect("test step");
-        assert_eq!(exact, full, "Jpeg::Full is the runtime's decode");
-        assert_eq!(full.dimensions(), ours.dimensions());
-        let mean_diff = full
+            set.images.image(0).expect("shrunk").as_raw(),
+            shrink(
+                load_image_with_limit(&samples[0].path, u64::MAX)
+                    .expect("full")
+                    .into_rgb8(),
+                83
+            )
             .as_raw()
-            .iter()
-            .zip(ours.as_raw())
-            .map(|(&a, &b)| (a as f64 - b as f64).abs())
-            .sum::<f64>()
-            / full.as_raw().len() as f64;
-        assert!(mean_diff < 4.0, "mean |Δ| {mean_diff}");
-        // Not a JPEG, or over the pixel limit: the general path decides.
-        let png = sample(dir.path(), "x.png", &photo(64, 48));
-        assert!(decode_jpeg_scaled(&read(&png.path), 16, u64::MAX).is_none());
-        assert!(decode_jpeg_scaled(&read(&s.path), 256, 1000).is_none());
+        );
+        assert_eq!(set.image(0).expect("shrunk").height(), 83);
+        assert_eq!(set.image(1).expect("small").height(), 40, "never enlarged");
+        // Over the pixel limit: skipped with the runtime's message.
+        let set = decode_for_training(
+            &samples[..1],
+            &spec,
+            83,
+            1000,
+            [Store::in_memory(), Store::in_memory()],
+            &Progress::plain(),
+        )
+        .expect("decode");
         assert!(
-            decode_shrunk(&s, 256, 1000, Jpeg::Scaled)
-                .expect_err("must be refused")
-                .to_string()
-                .contains("--max-pixels")
+            set.is_empty() && set.skipped[0].reason.contains("--max-pixels"),
+            "{:?}",
+            set.skipped
         );
     }
 

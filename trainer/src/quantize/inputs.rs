@@ -11,7 +11,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use kestrel_runtime::PreprocessSpec;
 use kestrel_runtime::decode::DEFAULT_MAX_PIXELS;
-use kestrel_runtime::preprocess::{normalize_into, resize_to_input};
+use kestrel_runtime::preprocess::normalize_into;
 use rayon::prelude::*;
 
 use super::QuantizeError;
@@ -19,7 +19,7 @@ use super::gate::Held;
 use crate::config::Augment;
 use crate::data::augment;
 use crate::data::dataset::{Dataset, Sample, SplitMix64, SplitOptions};
-use crate::data::images::{self, DecodedSet, EvalSet, Jpeg, Skipped};
+use crate::data::images::{self, DecodedSet, EvalSet, Skipped};
 use crate::data::store::Store;
 use crate::progress::Progress;
 use kestrel_runtime::image_files::is_image_name;
@@ -118,18 +118,15 @@ fn views(
         .par_iter()
         .enumerate()
         .map(|(i, &index)| {
-            let img = set.image(index)?;
             let mut rng = SplitMix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            Ok((0..views.max(1))
-                .filter_map(|v| {
-                    let crop = if v == 0 {
-                        resize_to_input(&img, spec)
-                    } else {
-                        augment::augmented_rgb(&img, spec, &aug, &mut rng)
-                    };
-                    crop.ok().map(|c| (i, c))
-                })
-                .collect())
+            let mut crops = vec![(i, set.plain_crop(index)?)];
+            if views > 1 {
+                let img = set.image(index)?;
+                crops.extend(
+                    (1..views).filter_map(|_| augment::augmented_rgb(&img, spec, &aug, &mut rng).ok().map(|c| (i, c))),
+                );
+            }
+            Ok(crops)
         })
         .collect();
     Ok(per_image?.into_iter().flatten().collect())
@@ -189,10 +186,10 @@ pub fn from_folder(
     let decode = |samples: &[Sample]| {
         images::decode_for_training(
             samples,
+            spec,
             side,
             DEFAULT_MAX_PIXELS,
-            Jpeg::Full,
-            Store::in_memory(),
+            [Store::in_memory(), Store::in_memory()],
             &progress,
         )
     };

@@ -77,6 +77,28 @@ impl HeadFeatures {
     }
 }
 
+/// View `view` of training image `image` as the head phase caches it: view 0 is the runtime's
+/// tensor for the file, exactly; views 1.. are augmented, seeded per image and view.
+pub fn training_view(
+    config: &FitConfig,
+    data: &Prepared,
+    image: usize,
+    view: usize,
+    out: &mut [f32],
+) -> Result<(), FitError> {
+    if view == 0 {
+        return Ok(data.train.plain_into(image, &data.spec, out)?);
+    }
+    let mut rng = rng_for(config.seed, 1, image as u64, view as u64);
+    Ok(augment::augmented(
+        &data.train.image(image)?,
+        &data.spec,
+        &config.augment,
+        &mut rng,
+        out,
+    )?)
+}
+
 pub fn head_features(
     config: &FitConfig,
     model: &Network,
@@ -91,7 +113,6 @@ pub fn head_features(
     let n_train = data.train.len();
     let started = Instant::now();
     let mut train = Store::on_disk(&config.out)?;
-    // View 0 is the plain evaluation view; views 1.. are augmented, seeded per image and view.
     features_of(
         &backbone,
         spec,
@@ -99,17 +120,7 @@ pub fn head_features(
         config.batch_size,
         &device,
         progress,
-        |i, out| {
-            let (image, view) = (i % n_train, i / n_train);
-            let img = data.train.image(image)?;
-            if view == 0 {
-                augment::plain(&img, spec, out)?;
-            } else {
-                let mut rng = rng_for(config.seed, 1, image as u64, view as u64);
-                augment::augmented(&img, spec, &config.augment, &mut rng, out)?;
-            }
-            Ok(())
-        },
+        |i, out| training_view(config, data, i % n_train, i / n_train, out),
         |rows| {
             for row in rows.chunks_exact(width) {
                 train.push_f32(row)?;

@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 
 pub use epoch::metrics_csv;
-pub use features::{HeadFeatures, head_features, predict};
+pub use features::{HeadFeatures, head_features, predict, training_view};
 pub use meter::loss_reads_on_this_thread;
 pub use prepare::{Prepared, prepare};
 pub use run_dir::{RunDir, write};

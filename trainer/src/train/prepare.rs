@@ -59,10 +59,10 @@ pub fn prepare(config: &FitConfig, progress: &Progress) -> Result<Prepared, FitE
     let cache = || Store::on_disk(&config.out);
     let train = images::decode_for_training(
         &dataset.train,
+        &spec,
         cache_side(config),
         config.max_pixels,
-        images::Jpeg::Scaled,
-        cache()?,
+        [cache()?, cache()?],
         progress,
     )?;
     let val = images::preprocess_for_eval(&dataset.val, &spec, config.max_pixels, cache()?, progress)?;
@@ -70,7 +70,7 @@ pub fn prepare(config: &FitConfig, progress: &Progress) -> Result<Prepared, FitE
         "decoded {} images in {:.1}s ({:.0} MB cached on disk)",
         train.len() + val.len(),
         started.elapsed().as_secs_f64(),
-        (train.images.bytes() + val.crops.bytes()) as f64 / 1e6
+        (train.images.bytes() + train.plain.bytes() + val.crops.bytes()) as f64 / 1e6
     );
     for (c, class) in dataset.classes.iter().enumerate() {
         if !train.labels.contains(&c) {
