@@ -23,8 +23,9 @@ ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-d
 # bindgen (the camera feature's V4L2 bindings) needs libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 # The deployment tests (issue 17): a real browser for the web view, a real MQTT broker and
-# client, curl as the HTTP client, systemd-analyze for the packaged unit.
-for pkg in chromium mosquitto mosquitto-clients curl systemd; do
+# client, curl as the HTTP client, systemd-analyze for the packaged unit. Fashion-MNIST: the
+# accuracy test trains on its photos (distinct images per class, issue 15).
+for pkg in chromium mosquitto mosquitto-clients curl systemd dataset-fashion-mnist; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

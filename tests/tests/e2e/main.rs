@@ -4,6 +4,7 @@
 //! One test binary, a module per topic (as ripgrep's integration tests); `util` holds what they
 //! share, `kestrel_e2e` (tests/src) the fixtures the other test crates use too.
 
+mod accuracy;
 mod bad_input;
 mod contract;
 mod imagenet;

@@ -18,3 +18,55 @@ pub fn top1(logits: &[f32]) -> usize {
         .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
         .expect("non-empty")
 }
+
+/// Fashion-MNIST (Debian's `dataset-fashion-mnist`, which scripts/test.sh installs) as a
+/// `{train,val}/<class>/` folder under `dir`: the first `train_per_class` images of each class
+/// of the training set and the first `val_per_class` of the test set. Distinct photos per class,
+/// unlike the sample photos' crops.
+pub fn fashion_mnist(dir: &std::path::Path, train_per_class: usize, val_per_class: usize) -> std::path::PathBuf {
+    use kestrel_trainer::data::idx::{FASHION_MNIST, import};
+    let src = std::path::Path::new("/usr/share/datasets/fashion-mnist");
+    let raw = dir.join("idx");
+    std::fs::create_dir_all(&raw).expect("mkdir");
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        let gz = src.join(format!("{name}.gz"));
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&gz)
+            .output()
+            .unwrap_or_else(|e| panic!("gzip {}: {e}", gz.display()));
+        assert!(
+            out.status.success(),
+            "{} missing: apt-get install dataset-fashion-mnist (scripts/test.sh does)",
+            gz.display()
+        );
+        std::fs::write(raw.join(name), out.stdout).expect("write idx");
+    }
+    let names: Vec<String> = FASHION_MNIST.iter().map(|s| s.to_string()).collect();
+    let data = dir.join("fashion-mnist");
+    for (split, images, labels, per_class) in [
+        (
+            "train",
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            train_per_class,
+        ),
+        ("val", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", val_per_class),
+    ] {
+        let counts = import(
+            &raw.join(images),
+            &raw.join(labels),
+            &names,
+            per_class,
+            &data.join(split),
+        )
+        .expect("import");
+        assert!(counts.iter().all(|&c| c == per_class), "{split}: {counts:?}");
+    }
+    data
+}
