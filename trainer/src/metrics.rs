@@ -40,6 +40,14 @@ pub fn cross_entropy(logits: &[f32], label: usize) -> f64 {
     max + sum.ln() - logits[label] as f64
 }
 
+/// The top-1 class of a row of logits: the lowest index among equal maxima, as [`evaluate`]
+/// ranks.
+pub fn argmax(row: &[f32]) -> usize {
+    (0..row.len())
+        .reduce(|best, i| if row[i].total_cmp(&row[best]).is_gt() { i } else { best })
+        .unwrap_or(0)
+}
+
 /// Evaluate row-major `logits` (`labels.len()` rows of `classes.len()`).
 pub fn evaluate(logits: &[f32], labels: &[usize], classes: &[String]) -> Evaluation {
     let n_classes = classes.len();

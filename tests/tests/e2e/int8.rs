@@ -28,7 +28,7 @@ fn shipped_int8_bundle_is_reproducible_and_keeps_its_answers() {
         kestrel_trainer::quantize::gate::summary(&outcome)
     );
     assert!(
-        chosen.evaluation.images >= 10,
+        chosen.report.evaluation.images >= 5,
         "too few confident held-out images to mean anything"
     );
     let committed = kestrel_e2e::repo_root().join("models/efficientnet-lite0-imagenet.int8.onnx");
@@ -318,11 +318,23 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     let outcome = quantize::calibrate_and_write(&float, &run.model(), &data, &request, &out, |_| {}).expect("quantize");
     println!("trained model, qoperator: {}", gate::summary(&outcome));
     let chosen = outcome.chosen().expect("a candidate within 1 pt");
-    assert!(chosen.drop_pts <= 1.0);
+    assert!(chosen.selection.drop_pts <= 1.0);
     let card = Bundle::read(&out).expect("int8 bundle").metadata.model_card;
     assert_eq!(card.precision, "int8-qoperator");
-    assert_eq!(card.metrics.get("val_top1"), Some(&chosen.evaluation.top1));
+    assert_eq!(card.metrics.get("val_top1"), Some(&chosen.report.evaluation.top1));
     assert!(card.metrics.contains_key("float_val_top1"));
+    // Chosen on one half, reported on the other, with per-image flips that add up to the net
+    // change in top-1 on that half.
+    let (selection, report) = (&outcome.halves.selection, &outcome.halves.report);
+    assert!(!selection.is_empty() && !report.is_empty());
+    assert!(selection.iter().all(|i| !report.contains(i)), "the halves overlap");
+    assert_eq!(selection.len() + report.len(), fitted.data.val.len());
+    let r = &chosen.report;
+    assert_eq!(r.agreement.images, r.evaluation.images);
+    assert_eq!(r.evaluation.images, report.len());
+    let net = ((outcome.float.top1 - r.evaluation.top1) * report.len() as f64).round() as i64;
+    assert_eq!(r.agreement.lost() as i64 - r.agreement.gained() as i64, net);
+    assert_eq!(card.metrics.get("int8_float_agreement"), Some(&r.agreement.rate()));
 
     // Fresh images of the same classes: int8 and float agree on at least 90% of top-1 answers.
     let fresh = dir.path().join("fresh");

@@ -3,6 +3,13 @@
 //! drop exceeds `max_drop` is refused; before giving up the search tries the fallbacks in
 //! order — the other range method, the other weight granularity, then the most sensitive layers
 //! kept in float.
+//!
+//! The held-out images are split in two, alternately within each class: the search chooses on
+//! the selection half and the numbers it reports come from the other half, which chose nothing,
+//! so picking the luckiest of several candidates does not flatter the result. Beside net top-1
+//! it reports per image: how often int8 gives float's answer, and per class how many images it
+//! lost (float right, int8 wrong) and gained (the reverse), since a net change of zero can hide
+//! flips both ways.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,22 +51,136 @@ pub struct Request {
     pub fallbacks: bool,
 }
 
+/// One class's images whose answer int8 changed, against float on the same images.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClassFlips {
+    pub class: String,
+    pub support: usize,
+    /// Float right, int8 wrong.
+    pub lost: usize,
+    /// Float wrong, int8 right.
+    pub gained: usize,
+    /// Both wrong, with different answers.
+    pub other: usize,
+}
+
+/// Per-image agreement of int8 with float.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Agreement {
+    pub images: usize,
+    /// Images where int8's top-1 is float's.
+    pub same: usize,
+    /// Every class, in the model's order.
+    pub per_class: Vec<ClassFlips>,
+}
+
+impl Agreement {
+    pub fn rate(&self) -> f64 {
+        self.same as f64 / self.images.max(1) as f64
+    }
+
+    pub fn lost(&self) -> usize {
+        self.per_class.iter().map(|c| c.lost).sum()
+    }
+
+    pub fn gained(&self) -> usize {
+        self.per_class.iter().map(|c| c.gained).sum()
+    }
+}
+
+/// Float's and int8's top-1 per image, against the labels.
+pub fn agreement(float_top1: &[usize], int8_top1: &[usize], labels: &[usize], classes: &[String]) -> Agreement {
+    let mut per_class: Vec<ClassFlips> = classes
+        .iter()
+        .map(|c| ClassFlips {
+            class: c.clone(),
+            support: 0,
+            lost: 0,
+            gained: 0,
+            other: 0,
+        })
+        .collect();
+    let mut same = 0;
+    for ((&f, &q), &label) in float_top1.iter().zip(int8_top1).zip(labels) {
+        let Some(c) = per_class.get_mut(label) else { continue };
+        c.support += 1;
+        if f == q {
+            same += 1;
+        } else if f == label {
+            c.lost += 1;
+        } else if q == label {
+            c.gained += 1;
+        } else {
+            c.other += 1;
+        }
+    }
+    Agreement {
+        images: labels.len(),
+        same,
+        per_class,
+    }
+}
+
+/// A candidate on one half of the held-out images.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scored {
+    pub evaluation: Evaluation,
+    /// Float top-1 minus int8 top-1 on the same images, percentage points.
+    pub drop_pts: f64,
+    pub agreement: Agreement,
+}
+
 /// One quantised candidate and how it scored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
     pub options: Options,
     pub label: String,
     pub rewritten: Rewritten,
-    pub evaluation: Evaluation,
-    /// Float top-1 minus int8 top-1, percentage points.
-    pub drop_pts: f64,
+    /// On the selection half: decides `passed` and which candidate is chosen.
+    pub selection: Scored,
+    /// On the report half, which chose nothing: the numbers to report.
+    pub report: Scored,
     pub passed: bool,
+}
+
+/// Which held-out images choose and which report (indices into the held-out set).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Halves {
+    pub selection: Vec<usize>,
+    pub report: Vec<usize>,
+}
+
+impl Halves {
+    /// Alternately within each class, in file order; with fewer than two images of any class
+    /// in total, both halves are every image (said in the summary).
+    pub fn of(labels: &[usize]) -> Halves {
+        let (mut selection, mut report) = (Vec::new(), Vec::new());
+        let mut seen = std::collections::HashMap::new();
+        for (i, &label) in labels.iter().enumerate() {
+            let k = seen.entry(label).or_insert(0usize);
+            if *k % 2 == 0 { &mut selection } else { &mut report }.push(i);
+            *k += 1;
+        }
+        if report.is_empty() {
+            report.clone_from(&selection);
+        }
+        Halves { selection, report }
+    }
+
+    /// Whether both halves are the same images (too few to split).
+    pub fn shared(&self) -> bool {
+        self.selection == self.report
+    }
 }
 
 /// The float model's scores and every attempt; `chosen` indexes `attempts`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// The float bundle on the report half.
     pub float: Evaluation,
+    /// The float bundle on the selection half.
+    pub float_selection: Evaluation,
+    pub halves: Halves,
     pub labelled: bool,
     pub attempts: Vec<Attempt>,
     pub chosen: Option<usize>,
@@ -72,15 +193,15 @@ impl Outcome {
         self.chosen.map(|i| &self.attempts[i])
     }
 
-    /// The most accurate attempt, passed or not.
+    /// The most accurate attempt on the selection half, passed or not.
     pub fn best(&self) -> Option<&Attempt> {
         self.attempts
             .iter()
             .rev()
-            .max_by(|a, b| a.evaluation.top1.total_cmp(&b.evaluation.top1))
+            .max_by(|a, b| a.selection.evaluation.top1.total_cmp(&b.selection.evaluation.top1))
     }
 
-    /// Per-class top-1 change (int8 − float recall, points), worst first.
+    /// Per-class top-1 change on the report half (int8 − float recall, points), worst first.
     pub fn class_deltas(&self) -> Vec<(String, f64)> {
         let Some(a) = self.chosen().or(self.best()) else {
             return Vec::new();
@@ -89,7 +210,7 @@ impl Outcome {
             .float
             .per_class
             .iter()
-            .zip(&a.evaluation.per_class)
+            .zip(&a.report.evaluation.per_class)
             .filter(|(f, _)| f.support > 0)
             .map(|(f, q)| (f.class.clone(), 100.0 * (q.recall - f.recall)))
             .collect();
@@ -97,14 +218,15 @@ impl Outcome {
         d
     }
 
-    /// `int8 − float` confusion counts, only the cells that changed: (truth, predicted, Δ).
+    /// `int8 − float` confusion counts on the report half, only the cells that changed: (truth,
+    /// predicted, Δ).
     pub fn confusion_changes(&self) -> Vec<(String, String, i64)> {
         let Some(a) = self.chosen().or(self.best()) else {
             return Vec::new();
         };
         let classes: Vec<&str> = self.float.per_class.iter().map(|c| c.class.as_str()).collect();
         let mut out = Vec::new();
-        for (t, (fr, qr)) in self.float.matrix.iter().zip(&a.evaluation.matrix).enumerate() {
+        for (t, (fr, qr)) in self.float.matrix.iter().zip(&a.report.evaluation.matrix).enumerate() {
             for (p, (f, q)) in fr.iter().zip(qr).enumerate() {
                 let delta = *q as i64 - *f as i64;
                 if delta != 0 {
@@ -117,14 +239,49 @@ impl Outcome {
     }
 }
 
-fn evaluate(bundle: Bundle, path: &Path, held: &Held) -> Result<Evaluation, QuantizeError> {
+/// The bundle's logits on every held-out image, through the runtime.
+fn held_logits(bundle: Bundle, path: &Path, held: &Held) -> Result<Vec<f32>, QuantizeError> {
     let err = |source| QuantizeError::Evaluate {
         path: path.to_path_buf(),
         source,
     };
     let classifier = Classifier::from_bundle(bundle, path, &LoadOptions::default()).map_err(|e| err(e.into()))?;
-    let logits = logits(&classifier, &held.crops).map_err(err)?;
-    Ok(metrics::evaluate(&logits, &held.labels, &held.classes))
+    logits(&classifier, &held.crops).map_err(err)
+}
+
+/// Logits of a model on the held-out set, scored on one half.
+struct Half<'a> {
+    logits: &'a [f32],
+    held: &'a Held,
+    images: &'a [usize],
+}
+
+impl Half<'_> {
+    fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        let n = self.held.classes.len().max(1);
+        self.images.iter().map(move |&i| &self.logits[i * n..(i + 1) * n])
+    }
+
+    fn evaluation(&self) -> Evaluation {
+        let logits: Vec<f32> = self.rows().flatten().copied().collect();
+        let labels: Vec<usize> = self.images.iter().map(|&i| self.held.labels[i]).collect();
+        metrics::evaluate(&logits, &labels, &self.held.classes)
+    }
+
+    fn top1(&self) -> Vec<usize> {
+        self.rows().map(metrics::argmax).collect()
+    }
+}
+
+/// int8 against float on one half.
+fn score(float: &Half, int8: &Half) -> Scored {
+    let (f, q) = (float.evaluation(), int8.evaluation());
+    let labels: Vec<usize> = int8.images.iter().map(|&i| int8.held.labels[i]).collect();
+    Scored {
+        drop_pts: 100.0 * (f.top1 - q.top1),
+        agreement: agreement(&float.top1(), &int8.top1(), &labels, &int8.held.classes),
+        evaluation: q,
+    }
 }
 
 /// Without labels only the float model's confident answers are a reference worth matching: a
@@ -134,14 +291,8 @@ pub const CONFIDENT: f32 = 0.5;
 /// The held-out images the float model answers with probability ≥ [`CONFIDENT`], labelled with
 /// those answers.
 pub fn confident_float_answers(bundle: &Bundle, path: &Path, held: &Held) -> Result<Held, QuantizeError> {
-    let err = |source| QuantizeError::Evaluate {
-        path: path.to_path_buf(),
-        source,
-    };
     let classes = bundle.metadata.labels.len().max(1);
-    let classifier =
-        Classifier::from_bundle(bundle.clone(), path, &LoadOptions::default()).map_err(|e| err(e.into()))?;
-    let logits = logits(&classifier, &held.crops).map_err(err)?;
+    let logits = held_logits(bundle.clone(), path, held)?;
     let (mut crops, mut labels) = (Store::in_memory(), Vec::new());
     for (image, row) in logits.chunks(classes).enumerate() {
         let p = kestrel_runtime::classifier::softmax(row);
@@ -213,20 +364,37 @@ pub fn search(
         relabelled = confident_float_answers(float, path, held)?;
         &relabelled
     };
-    let float_eval = evaluate(float.clone(), path, held)?;
+    let halves = Halves::of(&held.labels);
+    let float_logits = held_logits(float.clone(), path, held)?;
+    let float_selection = Half {
+        logits: &float_logits,
+        held,
+        images: &halves.selection,
+    };
+    let float_report = Half {
+        logits: &float_logits,
+        held,
+        images: &halves.report,
+    };
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut bundles: Vec<Bundle> = Vec::new();
     let mut try_options = |options: Options, attempts: &mut Vec<Attempt>| -> Result<bool, QuantizeError> {
         let (bundle, rewritten) = quantize(float, calibration, &options, path)?;
-        let evaluation = evaluate(bundle.clone(), path, held)?;
-        let drop_pts = 100.0 * (float_eval.top1 - evaluation.top1);
-        let passed = drop_pts <= request.max_drop + 1e-9;
+        let logits = held_logits(bundle.clone(), path, held)?;
+        let int8 = |images| Half {
+            logits: &logits,
+            held,
+            images,
+        };
+        let selection = score(&float_selection, &int8(&halves.selection));
+        let report = score(&float_report, &int8(&halves.report));
+        let passed = selection.drop_pts <= request.max_drop + 1e-9;
         let attempt = Attempt {
             label: options.label(),
             options,
             rewritten,
-            evaluation,
-            drop_pts,
+            selection,
+            report,
             passed,
         };
         on_attempt(&attempt);
@@ -249,7 +417,7 @@ pub fn search(
     }
     let best_method = attempts
         .iter()
-        .max_by(|a, b| a.evaluation.top1.total_cmp(&b.evaluation.top1))
+        .max_by(|a, b| a.selection.evaluation.top1.total_cmp(&b.selection.evaluation.top1))
         .map_or(RangeMethod::MinMax, |a| a.options.method);
     if request.fallbacks && !attempts.iter().any(|a| a.passed) {
         let flipped = Options {
@@ -274,11 +442,19 @@ pub fn search(
         .iter()
         .enumerate()
         .filter(|(_, a)| a.passed)
-        .max_by(|(i, a), (j, b)| a.evaluation.top1.total_cmp(&b.evaluation.top1).then(j.cmp(i)))
+        .max_by(|(i, a), (j, b)| {
+            a.selection
+                .evaluation
+                .top1
+                .total_cmp(&b.selection.evaluation.top1)
+                .then(j.cmp(i))
+        })
         .map(|(i, _)| i);
     let bundle = chosen.map(|i| bundles.swap_remove(i));
     Ok(Outcome {
-        float: float_eval,
+        float: float_report.evaluation(),
+        float_selection: float_selection.evaluation(),
+        halves,
         labelled: held.labelled,
         attempts,
         chosen,
@@ -286,32 +462,82 @@ pub fn search(
     })
 }
 
-/// `drop` in points as the issue's one-liner: "float top-1 91.8% · int8 top-1 91.5% (−0.3 pt)".
+/// The gate's result in a line, from the report half: "float top-1 91.8% · int8 top-1 91.5%
+/// (−0.3 pt) on 200 held-out images not used to choose · int8 gives float's answer on 197/200
+/// (2 lost, 1 gained) · worst class 'cat' −2.0 pt".
 pub fn summary(outcome: &Outcome) -> String {
-    let what = if outcome.labelled {
-        "top-1"
-    } else {
-        "agreement with float's confident answers"
-    };
     let Some(a) = outcome.chosen().or(outcome.best()) else {
         return String::new();
     };
+    let r = &a.report;
+    let images = if outcome.halves.shared() {
+        format!(
+            "{} held-out images (too few to split: also those that chose)",
+            r.evaluation.images
+        )
+    } else {
+        format!("{} held-out images not used to choose", r.evaluation.images)
+    };
     let mut s = if outcome.labelled {
         format!(
-            "float top-1 {:.1}% · int8 top-1 {:.1}% ({:+.1} pt)",
+            "float top-1 {:.1}% · int8 top-1 {:.1}% ({:+.1} pt) on {images}",
             100.0 * outcome.float.top1,
-            100.0 * a.evaluation.top1,
-            -a.drop_pts
+            100.0 * r.evaluation.top1,
+            // + 0.0: no "−0.0 pt" for an unchanged score.
+            -r.drop_pts + 0.0
         )
     } else {
         format!(
-            "int8 {what} {:.1}% on {} images",
-            100.0 * a.evaluation.top1,
-            a.evaluation.images
+            "int8 agreement with float's confident answers {:.1}% on {images}",
+            100.0 * r.evaluation.top1,
         )
     };
+    let g = &r.agreement;
+    s.push_str(&format!(
+        " · int8 gives float's answer on {}/{} ({} lost, {} gained)",
+        g.same,
+        g.images,
+        g.lost(),
+        g.gained()
+    ));
     if let Some((class, d)) = outcome.class_deltas().first().filter(|(_, d)| *d < 0.0) {
         s.push_str(&format!(" · worst class '{class}' {d:+.1} pt"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_alternate_within_each_class() {
+        let h = Halves::of(&[0, 0, 1, 0, 1, 1, 2]);
+        assert_eq!(h.selection, [0, 2, 3, 5, 6]);
+        assert_eq!(h.report, [1, 4]);
+        assert!(!h.shared());
+        let one = Halves::of(&[3]);
+        assert!(one.shared() && one.report == [0]);
+    }
+
+    #[test]
+    fn flips_are_counted_both_ways_per_class() {
+        let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        // truth:  a  a  a  b  b  c
+        // float:  a  a  b  b  c  a
+        // int8:   a  b  a  b  a  b
+        let g = agreement(&[0, 0, 1, 1, 2, 0], &[0, 1, 0, 1, 0, 1], &[0, 0, 0, 1, 1, 2], &classes);
+        assert_eq!((g.images, g.same), (6, 2));
+        let counts: Vec<_> = g
+            .per_class
+            .iter()
+            .map(|c| (c.support, c.lost, c.gained, c.other))
+            .collect();
+        assert_eq!(counts, [(3, 1, 1, 0), (2, 0, 0, 1), (1, 0, 0, 1)]);
+        assert_eq!(
+            (g.lost(), g.gained()),
+            (1, 1),
+            "net top-1 unchanged, two images flipped"
+        );
+    }
 }

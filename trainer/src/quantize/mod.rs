@@ -230,13 +230,15 @@ pub fn calibrate_and_write(
         return Ok(outcome);
     };
     // The bundle's own accuracy under the usual keys, the float reference beside it.
+    // From the held-out half that did not choose this candidate.
     let metrics = &mut bundle.metadata.model_card.metrics;
-    let e = &attempt.evaluation;
+    let e = &attempt.report.evaluation;
     if outcome.labelled {
         metrics.insert("val_top1".into(), e.top1);
         metrics.insert(format!("val_top{}", e.k), e.topk);
         metrics.insert("float_val_top1".into(), outcome.float.top1);
         metrics.insert("val_images".into(), e.images as f64);
+        metrics.insert("int8_float_agreement".into(), attempt.report.agreement.rate());
     } else {
         metrics.insert("held_out_agreement_with_float".into(), e.top1);
         metrics.insert("held_out_images".into(), e.images as f64);

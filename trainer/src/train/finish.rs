@@ -159,10 +159,10 @@ pub fn quantize(
     };
     let outcome = quantize::calibrate_and_write(&float, &run.model(), &data, &request, &out, |a| {
         tracing::info!(
-            "int8 candidate {}: val top-1 {:.1}% ({:+.1} pt){}",
+            "int8 candidate {}: val top-1 {:.1}% ({:+.1} pt) on the choosing half{}",
             a.label,
-            100.0 * a.evaluation.top1,
-            -a.drop_pts,
+            100.0 * a.selection.evaluation.top1,
+            -a.selection.drop_pts,
             if a.passed { "" } else { ", over the limit" }
         )
     })?;

@@ -53,11 +53,10 @@ pub fn run(args: &FitArgs) -> anyhow::Result<Status> {
     let (int8, outcome) = finish::quantize(&run, &fitted, &config)?;
     match outcome.chosen() {
         Some(a) => println!(
-            "{} · int8 {} · val top-1 {:.1}% ({:+.1} pt vs float)",
+            "{} · int8 {} · {}",
             int8.display(),
             a.label,
-            100.0 * a.evaluation.top1,
-            -a.drop_pts
+            kestrel_trainer::quantize::gate::summary(&outcome)
         ),
         None => println!(
             "no int8 bundle: every candidate lost more than {} pt of top-1 ({}; see quantize.json)",

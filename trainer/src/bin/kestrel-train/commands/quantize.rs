@@ -65,18 +65,19 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<Status> {
     };
     let outcome = kestrel_trainer::quantize::calibrate_and_write(&float, model, &data, &request, out, |a| {
         eprintln!(
-            "  tried {:<55} top-1 {:5.1}% ({:+.1} pt) {}",
+            "  tried {:<55} top-1 {:5.1}% ({:+.1} pt) on the choosing half {}",
             a.label,
-            100.0 * a.evaluation.top1,
-            -a.drop_pts,
+            100.0 * a.selection.evaluation.top1,
+            -a.selection.drop_pts,
             if a.passed { "ok" } else { "over --max-drop" }
         )
     })
     .with_context(|| format!("quantising {}", model.display()))?;
     println!(
-        "calibration: {} views · {} held-out · {}",
+        "calibration: {} views · held out: {} images chose, {} report · {}",
         data.calibration.len(),
-        outcome.float.images,
+        outcome.halves.selection.len(),
+        outcome.halves.report.len(),
         gate::summary(&outcome)
     );
     let changes = outcome.confusion_changes();
