@@ -5,11 +5,11 @@
 #                               # agreement on held-out crops (agreement-int8.sh), training
 #                               # (bench-train.sh), the model table (bench-models.sh: every
 #                               # backbone and size), deployment (bench-deploy.sh: FPS with the
-#                               # web view and MQTT, binary size), footprint (below); two hours
-#                               # on 2 cores
+#                               # web view and MQTT, binary size), accuracy against PyTorch
+#                               # (bench-accuracy.sh), footprint (below); three hours on 2 cores
 #   scripts/bench.sh --quick    # every step with a few iterations, nothing in docs/ changes (CI)
-#   scripts/bench.sh footprint  # one part only: inference, agreement, training, models, deploy or
-#                               # footprint
+#   scripts/bench.sh footprint  # one part only: inference, agreement, training, models, deploy,
+#                               # accuracy or footprint
 #
 # Footprint: stripped release sizes of `kestrel` (x86-64 and the aarch64 Pi build) and of
 # `kestrel-train` (x86-64: it trains on a workstation, not on the Pi), and the cold build time of
@@ -23,11 +23,11 @@ parts=()
 for a in "$@"; do
     case "$a" in
         --quick) quick=1 ;;
-        inference | agreement | training | models | deploy | footprint) parts+=("$a") ;;
-        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|models|deploy|footprint]..." >&2; exit 2 ;;
+        inference | agreement | training | models | deploy | accuracy | footprint) parts+=("$a") ;;
+        *) echo "usage: scripts/bench.sh [--quick] [inference|agreement|training|models|deploy|accuracy|footprint]..." >&2; exit 2 ;;
     esac
 done
-[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training models deploy footprint)
+[ ${#parts[@]} -gt 0 ] || parts=(inference agreement training models deploy accuracy footprint)
 q=()
 [ $quick = 1 ] && q=(--quick)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kestrel/target}"
@@ -40,6 +40,7 @@ for part in "${parts[@]}"; do
         training) scripts/bench-train.sh "${q[@]}" ;;
         models) scripts/bench-models.sh "${q[@]}" ;;
         deploy) scripts/bench-deploy.sh "${q[@]}" ;;
+        accuracy) scripts/bench-accuracy.sh "${q[@]}" ;;
         footprint)
             work=$(mktemp -d)
             if [ $quick = 1 ]; then
