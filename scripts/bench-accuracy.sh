@@ -17,16 +17,7 @@ weights="${KESTREL_ASSETS:-$HOME/.cache/kestrel/assets}/weights/efficientnet-lit
 cargo build --locked --profile "$profile" -p kestrel-trainer
 train="$dir/kestrel-train"
 
-# The same venv as bench-train.sh's PyTorch line, pinned the same way.
-torch_venv="${KESTREL_TORCH_VENV:-$HOME/.cache/kestrel/torch-venv}"
-have_torch=0
-"$torch_venv/bin/python" -c "import timm, torch, torchvision" 2>/dev/null && have_torch=1
-if [ $quick = 0 ] && [ $have_torch = 0 ]; then
-    python3 -m venv "$torch_venv"
-    "$torch_venv/bin/pip" install --quiet --disable-pip-version-check torch==2.15.0 timm==1.0.31
-    have_torch=1
-fi
-[ $have_torch = 1 ] || echo "bench-accuracy: no PyTorch in $torch_venv (a full run installs it); the reference is left out" >&2
+torch_venv_ready bench-accuracy
 
 # Data sets: each as DATA/{train,val}/<class>/, which both tools read as it is.
 scripts/fashion-mnist.sh "$work/idx"

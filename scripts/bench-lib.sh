@@ -28,3 +28,18 @@ python_with() {
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/python" -c "$check" 2>/dev/null || "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
 }
+
+# The PyTorch environment of the reference lines (bench-train.sh, bench-accuracy.sh), 5.5 GB:
+# `torch_venv_ready NAME` sets $torch_venv and $have_torch. A full run installs the pinned torch and
+# timm when missing; --quick uses what a full run left and says, as NAME, when there is none.
+torch_venv_ready() {
+    torch_venv="${KESTREL_TORCH_VENV:-$HOME/.cache/kestrel/torch-venv}"
+    have_torch=0
+    "$torch_venv/bin/python" -c "import timm, torch, torchvision" 2>/dev/null && have_torch=1
+    if [ $quick = 0 ] && [ $have_torch = 0 ]; then
+        python3 -m venv "$torch_venv"
+        "$torch_venv/bin/pip" install --quiet --disable-pip-version-check torch==2.15.0 timm==1.0.31
+        have_torch=1
+    fi
+    [ $have_torch = 1 ] || echo "$1: no PyTorch in $torch_venv (a full run installs it); the reference is left out" >&2
+}

@@ -53,15 +53,7 @@ run frozen+unfreeze --finetune-epochs $ft --unfreeze-blocks 4
 # random tensors, so its best case) runs right after flex at each of flex's shapes. It needs a
 # venv of ours with pinned PyTorch and timm (5.5 GB): a full run installs it; --quick uses it when
 # a full run left it there and says so when not.
-torch_venv="${KESTREL_TORCH_VENV:-$HOME/.cache/kestrel/torch-venv}"
-have_torch=0
-"$torch_venv/bin/python" -c "import timm, torch" 2>/dev/null && have_torch=1
-if [ $quick = 0 ] && [ $have_torch = 0 ]; then
-    python3 -m venv "$torch_venv"
-    "$torch_venv/bin/pip" install --quiet --disable-pip-version-check torch==2.15.0 timm==1.0.31
-    have_torch=1
-fi
-[ $have_torch = 1 ] || echo "bench-train: no PyTorch in $torch_venv (a full run installs it); its reference line is left out" >&2
+torch_venv_ready bench-train
 if [ $quick = 1 ]; then shapes=("flex 32 8" "ndarray 32 8"); else shapes=("flex 224 64" "ndarray 224 64" "flex 64 16" "ndarray 64 16"); fi
 for shape in "${shapes[@]}"; do
     read -r backend tp_size tp_batch <<< "$shape"

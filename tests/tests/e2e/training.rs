@@ -74,26 +74,6 @@ fn wgpu_backend_matches_flex_and_trains() {
     assert_eq!(saved.device, Some(0), "config.toml records the adapter");
 }
 
-/// Parameter id and values, per float parameter.
-type Tensors = Vec<(String, Vec<f32>)>;
-
-/// Every float parameter of a module, in the module's own order (the same on every backend;
-/// parameter ids are random per load, so they only pair a module with its own update).
-struct Weights(Tensors);
-
-impl burn::module::ModuleVisitor for Weights {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
-        let values = param.val().into_data().try_to_vec::<f32>().expect("f32 parameter");
-        self.0.push((param.id.to_string(), values));
-    }
-}
-
-fn weights<M: Module>(module: &M) -> Tensors {
-    let mut w = Weights(Vec::new());
-    module.visit(&mut w);
-    w.0
-}
-
 /// What one plain-SGD step changed: `after − before` per parameter (= −lr · gradient).
 fn deltas(before: &Tensors, after: &Tensors) -> Tensors {
     assert_eq!(before.len(), after.len());

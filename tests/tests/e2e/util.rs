@@ -70,3 +70,24 @@ pub fn fashion_mnist(dir: &std::path::Path, train_per_class: usize, val_per_clas
     }
     data
 }
+
+/// Parameter id and values, per float tensor.
+pub type Tensors = Vec<(String, Vec<f32>)>;
+
+/// Every float tensor of a module (parameters and BatchNorm running statistics), in the module's
+/// own order (the same on every backend; ids are random per load, so they only pair a module
+/// with its own update).
+struct Weights(Tensors);
+
+impl burn::module::ModuleVisitor for Weights {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+        let values = param.val().into_data().try_to_vec::<f32>().expect("f32 parameter");
+        self.0.push((param.id.to_string(), values));
+    }
+}
+
+pub fn weights<M: burn::module::Module>(module: &M) -> Tensors {
+    let mut w = Weights(Vec::new());
+    module.visit(&mut w);
+    w.0
+}
