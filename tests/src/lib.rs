@@ -9,12 +9,14 @@ use kestrel_trainer::backend::Backend;
 use kestrel_trainer::config::FitConfig;
 use kestrel_trainer::model::{self, pretrained};
 
-/// The repository root (the workspace manifest's directory).
+/// The repository root (the workspace manifest's directory), as cargo states it when it runs
+/// the test. Not the value compiled in: two checkouts sharing one target folder (CI's clone and a
+/// developer's, on one machine) share test binaries too, since cargo judges freshness by the
+/// sources' times, and a binary built in the other checkout would look for that one's files.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The ImageNet bundle that ships in `models/`.

@@ -1,10 +1,15 @@
 //! What the topic modules share: the binary (never reading a config file unless told), the
 //! sample photos, JSON lines.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
+/// The repository root as cargo states it when it runs the test, not as compiled in: a test
+/// binary built by another checkout sharing the target folder (CI's clone on this machine) is
+/// reused as fresh, and would look for that checkout's files.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("..")
 }
 
 pub fn sample(name: &str) -> PathBuf {
