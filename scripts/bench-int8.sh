@@ -99,7 +99,8 @@ for s in schemes[1:]:
         continue
     report = json.load(open(os.path.join(work, f"{s}.quantize.json")))
     a = report["attempts"][report["chosen"]]
-    agreement[s] = (a["evaluation"]["top1"], a["evaluation"]["images"], a["label"])
+    # The report half of the held-out crops: the candidate was chosen on the other half.
+    agreement[s] = (a["report"]["evaluation"]["top1"], a["report"]["evaluation"]["images"], a["label"])
 
 rows = {}
 for threads in (1, 2):
