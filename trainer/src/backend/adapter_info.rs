@@ -10,13 +10,34 @@ use burn::tensor::Device;
 use burn_dispatch::devices::wgpu::AutoGraphicsApi;
 use burn_dispatch::devices::wgpu::wgpu::{self, AdapterInfo, DeviceType};
 
-use super::Memory;
+use super::{Adapter, AdapterDetails, Memory};
+
+/// The details of `adapters` (Burn's list, [`super::adapters`]).
+pub(super) fn details(adapters: &[Adapter]) -> Vec<AdapterDetails> {
+    let (api, infos) = settled();
+    // One `nvidia-smi` for every NVIDIA card, asked only if there is one.
+    let nvidia = std::cell::OnceCell::new();
+    adapters
+        .iter()
+        .map(|a| {
+            // Burn lists the settled API's adapters in wgpu's order; the name guards the pairing.
+            let info = infos.get(a.index).filter(|i| i.name == a.name);
+            AdapterDetails {
+                api,
+                driver: info
+                    .map(|i| format!("{} {}", i.driver, i.driver_info).trim().to_string())
+                    .filter(|d| !d.is_empty()),
+                memory: stated_memory(&a.device).or_else(|| info.and_then(|i| memory(i, &nvidia))),
+            }
+        })
+        .collect()
+}
 
 /// The graphics API Burn's wgpu devices come up on, and that API's adapters in wgpu's order.
 /// cubecl decides this privately; this is its rule (cubecl-wgpu 0.11.3, `runtime::settle`),
 /// asked of wgpu the same way: the first API of `AutoGraphicsApi::chain()` with a hardware
 /// adapter, else the first with any.
-pub(super) fn settled() -> (&'static str, Vec<AdapterInfo>) {
+fn settled() -> (&'static str, Vec<AdapterInfo>) {
     let mut software_only = None;
     for api in AutoGraphicsApi::chain() {
         let infos = probe(api);
@@ -30,9 +51,9 @@ pub(super) fn settled() -> (&'static str, Vec<AdapterInfo>) {
     software_only.unwrap_or(("none", Vec::new()))
 }
 
-/// Runs once per process, inside [`super::adapters`]'s `OnceLock` and before any device is
-/// opened through it: cubecl serialises instance creation because the Vulkan loader crashes
-/// when instances come and go on several threads at once.
+/// For `kestrel-train devices`, on its one thread: cubecl serialises instance creation because
+/// the Vulkan loader crashes when instances come and go on several threads at once, so this
+/// must never run beside training.
 fn probe(api: wgpu::Backend) -> Vec<AdapterInfo> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: api.into(),
@@ -69,7 +90,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// The memory cubecl states for the device (SPIR-V and Metal builds only).
-pub(super) fn stated_memory(device: &Device) -> Option<Memory> {
+fn stated_memory(device: &Device) -> Option<Memory> {
     use burn_dispatch::DispatchDevice;
     match device.as_dispatch() {
         DispatchDevice::Cube(cube) => cube.client().properties().memory.max_memory().map(Memory::Dedicated),
@@ -79,17 +100,17 @@ pub(super) fn stated_memory(device: &Device) -> Option<Memory> {
 
 /// The card's memory as the operating system states it, or the machine's for an adapter that
 /// computes in it.
-pub(super) fn memory(info: &AdapterInfo) -> Option<Memory> {
+fn memory(info: &AdapterInfo, nvidia_smi: &std::cell::OnceCell<Option<String>>) -> Option<Memory> {
     match info.device_type {
         DeviceType::Cpu | DeviceType::IntegratedGpu => system_memory().map(Memory::System),
-        _ => card_memory(info).map(Memory::Dedicated),
+        _ => card_memory(info, nvidia_smi).map(Memory::Dedicated),
     }
 }
 
 const AMD: u32 = 0x1002;
 const NVIDIA: u32 = 0x10de;
 
-fn card_memory(info: &AdapterInfo) -> Option<u64> {
+fn card_memory(info: &AdapterInfo, nvidia_smi: &std::cell::OnceCell<Option<String>>) -> Option<u64> {
     let bus = info.device_pci_bus_id.to_ascii_lowercase();
     if bus.is_empty() {
         return None;
@@ -102,12 +123,15 @@ fn card_memory(info: &AdapterInfo) -> Option<u64> {
             .ok(),
         // Absent where the proprietary driver is not installed: then there is nothing to say.
         NVIDIA => {
-            let out = std::process::Command::new("nvidia-smi")
-                .args(["--query-gpu=pci.bus_id,memory.total", "--format=csv,noheader,nounits"])
-                .stderr(std::process::Stdio::null())
-                .output()
-                .ok()?;
-            nvidia_memory(&String::from_utf8_lossy(&out.stdout), &bus)
+            let csv = nvidia_smi.get_or_init(|| {
+                std::process::Command::new("nvidia-smi")
+                    .args(["--query-gpu=pci.bus_id,memory.total", "--format=csv,noheader,nounits"])
+                    .stderr(std::process::Stdio::null())
+                    .output()
+                    .ok()
+                    .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            });
+            nvidia_memory(csv.as_deref()?, &bus)
         }
         _ => None,
     }

@@ -54,13 +54,28 @@ pub struct Adapter {
     pub kind: &'static str,
     /// A rasteriser on the CPU (lavapipe, llvmpipe, SwiftShader): correct, slower than `flex`.
     pub software: bool,
+    pub device: Device,
+}
+
+/// What `kestrel-train devices` shows of an adapter beyond [`Adapter`]. Asked by that command
+/// only ([`details`]): finding it probes every graphics API again and may run `nvidia-smi`,
+/// start-up work a training run has no use for.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterDetails {
     /// The graphics API the adapter is reached through: `Vulkan`, `Metal`, `DX12`, `OpenGL`.
     pub api: &'static str,
     /// The driver, as it names itself (`Mesa 24.2.8-1~bpo12+1 (LLVM 15.0.6)`), where it does.
     pub driver: Option<String>,
     /// The memory a training run may fill, and where the figure comes from.
     pub memory: Option<Memory>,
-    pub device: Device,
+}
+
+/// [`AdapterDetails`] of each of `adapters`, in order (empty without the `wgpu` feature).
+pub fn details(adapters: &[Adapter]) -> Vec<AdapterDetails> {
+    #[cfg(feature = "wgpu")]
+    return adapter_info::details(adapters);
+    #[cfg(not(feature = "wgpu"))]
+    adapters.iter().map(|_| AdapterDetails::default()).collect()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -84,35 +99,24 @@ pub fn adapters() -> &'static [Adapter] {
 
 fn enumerate() -> Vec<Adapter> {
     #[cfg(feature = "wgpu")]
-    {
-        let (api, infos) = adapter_info::settled();
-        return Device::enumerate(burn::tensor::DeviceType::Wgpu)
-            .into_vec()
-            .into_iter()
-            .enumerate()
-            .map(|(index, device)| {
-                let name = device.identity().map(|i| i.name).unwrap_or_else(|| "adapter".into());
-                let kind = wgpu_kind(&device);
-                let lower = name.to_ascii_lowercase();
-                let software = kind == "CPU" || SOFTWARE_ADAPTERS.iter().any(|s| lower.contains(s));
-                // Burn lists the settled API's adapters in wgpu's order; the name guards the pairing.
-                let info = infos.get(index).filter(|i| i.name == name);
-                let driver = info
-                    .map(|i| format!("{} {}", i.driver, i.driver_info).trim().to_string())
-                    .filter(|d| !d.is_empty());
-                Adapter {
-                    index,
-                    memory: adapter_info::stated_memory(&device).or_else(|| info.and_then(adapter_info::memory)),
-                    name,
-                    kind,
-                    software,
-                    api,
-                    driver,
-                    device,
-                }
-            })
-            .collect();
-    }
+    return Device::enumerate(burn::tensor::DeviceType::Wgpu)
+        .into_vec()
+        .into_iter()
+        .enumerate()
+        .map(|(index, device)| {
+            let name = device.identity().map(|i| i.name).unwrap_or_else(|| "adapter".into());
+            let kind = wgpu_kind(&device);
+            let lower = name.to_ascii_lowercase();
+            let software = kind == "CPU" || SOFTWARE_ADAPTERS.iter().any(|s| lower.contains(s));
+            Adapter {
+                index,
+                name,
+                kind,
+                software,
+                device,
+            }
+        })
+        .collect();
     #[allow(unreachable_code)]
     Vec::new()
 }
@@ -258,9 +262,6 @@ mod tests {
             name: name.into(),
             kind,
             software,
-            api: "Vulkan",
-            driver: None,
-            memory: None,
             device: Device::flex(),
         }
     }

@@ -11,20 +11,20 @@ pub fn run() -> anyhow::Result<Status> {
         return Ok(Status::Success);
     }
     println!("GPU adapters (wgpu; `fit --device N`):");
-    for a in adapters {
+    for (a, d) in adapters.iter().zip(backend::details(adapters)) {
         let note = if a.software {
             " · software rasteriser: correct, slower than flex"
         } else {
             ""
         };
-        let memory = a
+        let memory = d
             .memory
             .map_or_else(|| "memory not stated".to_string(), |m| m.to_string());
         println!("  {}  {}  ({}){note}", a.index, a.name, a.kind);
         println!(
             "     {} · {memory}{}",
-            a.api,
-            a.driver.as_ref().map_or_else(String::new, |d| format!(" · driver {d}"))
+            d.api,
+            d.driver.as_ref().map_or_else(String::new, |d| format!(" · driver {d}"))
         );
     }
     match backend::preferred(adapters, false) {
