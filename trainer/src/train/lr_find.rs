@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use serde::Serialize;
 
-use super::phases::{feature_batch, head_loss, step};
+use super::phases::{head_loss, step};
 use super::recipe::{loss_fn, optimizer};
 use super::{FitError, HeadFeatures, head_features, prepare, pretrained_model};
 use crate::config::FitConfig;
@@ -78,7 +78,7 @@ fn range_test(
             rng.shuffle(&mut order);
         }
         let batch: Vec<usize> = order.split_off(order.len() - config.batch_size.min(order.len()));
-        let rows = feature_batch(features, &batch)?;
+        let rows = features.batch(&batch)?;
         let loss = head_loss(&head, &dropout, &loss_fn, features.width, rows, &train_device);
         let lr = start * ratio.powi(k as i32);
         // Stepping before the explosion check below changes nothing: after it breaks, the

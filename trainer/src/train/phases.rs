@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::FitError;
 use super::checkpoint::{self, Phase, RunState};
 use super::epoch::{EpochTrain, best_so_far, end_epoch};
-use super::features::{HeadFeatures, head_features, predict, to_vec};
+use super::features::{head_features, predict, to_vec};
 use super::meter::{BAR_REFRESH, LossMeter};
 use super::prefetch;
 use super::prepare::Prepared;
@@ -44,29 +44,18 @@ pub(crate) fn update<M: Module>(module: M, optim: &mut ModuleOptimizer, lr: f64,
     optim.step(lr, module, grads)
 }
 
-/// A batch of cached feature rows and their labels, gathered on the prefetch thread.
-pub(crate) struct FeatureBatch {
-    rows: Vec<f32>,
-    labels: Vec<usize>,
-}
-
-pub(crate) fn feature_batch(features: &HeadFeatures, batch: &[usize]) -> Result<FeatureBatch, FitError> {
-    let (rows, labels) = features.batch(batch)?;
-    Ok(FeatureBatch { rows, labels })
-}
-
-/// The head's loss on a batch of feature rows (dropout, then the classifier).
+/// The head's loss on a batch of feature rows and their labels, as
+/// [`HeadFeatures::batch`](super::HeadFeatures::batch) gathers them: dropout, then the classifier.
 pub(crate) fn head_loss(
     head: &Linear,
     dropout: &Dropout,
     loss_fn: &CrossEntropyLoss,
     width: usize,
-    batch: FeatureBatch,
+    (rows, labels): (Vec<f32>, Vec<usize>),
     device: &Device,
 ) -> Tensor<1> {
-    let n = batch.labels.len();
-    let x = Tensor::<2>::from_data(TensorData::new(batch.rows, [n, width]), device);
-    loss_fn.forward(head.forward(dropout.forward(x)), labels_tensor(&batch.labels, device))
+    let x = Tensor::<2>::from_data(TensorData::new(rows, [labels.len(), width]), device);
+    loss_fn.forward(head.forward(dropout.forward(x)), labels_tensor(&labels, device))
 }
 
 /// What distinguishes one phase's run through [`run_epochs`].
@@ -206,7 +195,7 @@ pub(crate) fn head_phase(
         head,
         &mut optim,
         progress,
-        |batch, _| feature_batch(&features, batch),
+        |batch, _| Ok(features.batch(batch)?),
         |head, batch| head_loss(head, &dropout, &loss_fn, features.width, batch, &train_device),
         |head| {
             model.fc = head.valid();
