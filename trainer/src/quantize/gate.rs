@@ -151,8 +151,8 @@ pub struct Halves {
 }
 
 impl Halves {
-    /// Alternately within each class, in file order; with fewer than two images of any class
-    /// in total, both halves are every image (said in the summary).
+    /// Alternately within each class, in file order; when no class has a second image, both
+    /// halves are every image (said in the summary).
     pub fn of(labels: &[usize]) -> Halves {
         let (mut selection, mut report) = (Vec::new(), Vec::new());
         let mut seen = std::collections::HashMap::new();
@@ -262,10 +262,13 @@ impl Half<'_> {
         self.images.iter().map(move |&i| &self.logits[i * n..(i + 1) * n])
     }
 
+    fn labels(&self) -> Vec<usize> {
+        self.images.iter().map(|&i| self.held.labels[i]).collect()
+    }
+
     fn evaluation(&self) -> Evaluation {
         let logits: Vec<f32> = self.rows().flatten().copied().collect();
-        let labels: Vec<usize> = self.images.iter().map(|&i| self.held.labels[i]).collect();
-        metrics::evaluate(&logits, &labels, &self.held.classes)
+        metrics::evaluate(&logits, &self.labels(), &self.held.classes)
     }
 
     fn top1(&self) -> Vec<usize> {
@@ -273,13 +276,27 @@ impl Half<'_> {
     }
 }
 
+/// The float bundle on one half: scored once, compared with every candidate.
+struct FloatHalf {
+    evaluation: Evaluation,
+    top1: Vec<usize>,
+}
+
+impl FloatHalf {
+    fn of(half: &Half) -> FloatHalf {
+        FloatHalf {
+            evaluation: half.evaluation(),
+            top1: half.top1(),
+        }
+    }
+}
+
 /// int8 against float on one half.
-fn score(float: &Half, int8: &Half) -> Scored {
-    let (f, q) = (float.evaluation(), int8.evaluation());
-    let labels: Vec<usize> = int8.images.iter().map(|&i| int8.held.labels[i]).collect();
+fn score(float: &FloatHalf, int8: &Half) -> Scored {
+    let q = int8.evaluation();
     Scored {
-        drop_pts: 100.0 * (f.top1 - q.top1),
-        agreement: agreement(&float.top1(), &int8.top1(), &labels, &int8.held.classes),
+        drop_pts: 100.0 * (float.evaluation.top1 - q.top1),
+        agreement: agreement(&float.top1, &int8.top1(), &int8.labels(), &int8.held.classes),
         evaluation: q,
     }
 }
@@ -366,16 +383,13 @@ pub fn search(
     };
     let halves = Halves::of(&held.labels);
     let float_logits = held_logits(float.clone(), path, held)?;
-    let float_selection = Half {
-        logits: &float_logits,
-        held,
-        images: &halves.selection,
-    };
-    let float_report = Half {
-        logits: &float_logits,
-        held,
-        images: &halves.report,
-    };
+    let [float_selection, float_report] = [&halves.selection, &halves.report].map(|images| {
+        FloatHalf::of(&Half {
+            logits: &float_logits,
+            held,
+            images,
+        })
+    });
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut bundles: Vec<Bundle> = Vec::new();
     let mut try_options = |options: Options, attempts: &mut Vec<Attempt>| -> Result<bool, QuantizeError> {
@@ -452,8 +466,8 @@ pub fn search(
         .map(|(i, _)| i);
     let bundle = chosen.map(|i| bundles.swap_remove(i));
     Ok(Outcome {
-        float: float_report.evaluation(),
-        float_selection: float_selection.evaluation(),
+        float: float_report.evaluation,
+        float_selection: float_selection.evaluation,
         halves,
         labelled: held.labelled,
         attempts,
