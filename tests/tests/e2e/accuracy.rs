@@ -66,9 +66,7 @@ fn training_loss(net: &Network, prepared: &train::Prepared, config: &FitConfig, 
         let logits = net.forward(x).into_data().try_to_vec::<f32>().expect("logits");
         let classes = logits.len() / (end - start);
         for (row, &label) in logits.chunks_exact(classes).zip(&prepared.train.labels[start..end]) {
-            let max = row.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
-            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-            total += max + sum.ln() - row[label] as f64;
+            total += kestrel_trainer::metrics::cross_entropy(row, label);
         }
     }
     total / n as f64
