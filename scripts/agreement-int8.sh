@@ -37,6 +37,10 @@ float=models/efficientnet-lite0-imagenet.onnx
 "$dir/kestrel-train" quantize --model "$float" --calibrate "$work/calibration" --views 4 \
     --val-fraction 0.3 --scheme int8 --max-drop 100 --no-fallback --bench-iterations 0 \
     --out "$work/int8.onnx" >&2
+# The same without bias correction: what the correction is worth.
+"$dir/kestrel-train" quantize --model "$float" --calibrate "$work/calibration" --views 4 \
+    --val-fraction 0.3 --scheme int8 --max-drop 100 --no-fallback --bench-iterations 0 --no-bias-correction \
+    --out "$work/int8-plain.onnx" >&2
 # onnxruntime's quantize_static QDQ form, calibrated on the same half: is a flip ours, or int8's?
 "$venv/bin/python" scripts/ort_quantize.py "$float" "$work/calibration" "$work/ort" >&2
 
@@ -61,7 +65,7 @@ for name in sorted(os.listdir(src)):
                 out.save(os.path.join(dst, tag))
 PY
 
-for model in float:"$float" int8:"$work/int8.onnx" ort-qdq:"$work/ort-qdq.onnx" \
+for model in float:"$float" int8:"$work/int8.onnx" int8-plain:"$work/int8-plain.onnx" ort-qdq:"$work/ort-qdq.onnx" \
     weight-only:models/efficientnet-lite0-imagenet.int8.onnx; do
     "$dir/kestrel" classify --format jsonl --top-k 1 --model "${model#*:}" "$work"/crops/*.png > "$work/${model%%:*}.jsonl"
 done
@@ -81,7 +85,13 @@ if [ $quick = 1 ]; then fm_train=8; fm_held=2; fm_size=32; fm_epochs=2; else fm_
 mkdir -p "$fm/calibration"
 find "$fm/train" -name '*.png' | sort | awk 'NR % 4 == 1' | xargs -I{} ln {} "$fm/calibration/"
 "$venv/bin/python" scripts/ort_quantize.py "$fm/run/model.onnx" "$fm/calibration" "$fm/ort" >&2
-for model in float:"$fm/run/model.onnx" int8:"$fm/run/model.int8.onnx" ort-qdq:"$fm/ort-qdq.onnx"; do
+# The same calibration without bias correction, and the weights rounded alone (no activation
+# quantised): how much of the disagreement the int8 weights cause by themselves.
+"$dir/kestrel-train" quantize --model "$fm/run/model.onnx" --calibrate "$fm/train" --scheme int8 --ranges minmax \
+    --max-drop 100 --no-fallback --bench-iterations 0 --no-bias-correction --out "$fm/int8-plain.onnx" >&2
+"$dir/kestrel-train" quantize --model "$fm/run/model.onnx" --scheme weight-only --out "$fm/weight-only.onnx" >&2
+for model in float:"$fm/run/model.onnx" int8:"$fm/run/model.int8.onnx" int8-plain:"$fm/int8-plain.onnx" \
+    weight-only:"$fm/weight-only.onnx" ort-qdq:"$fm/ort-qdq.onnx"; do
     "$dir/kestrel" classify --format jsonl --top-k 1 --model "${model#*:}" $(find "$fm/held" -name '*.png' | sort) \
         > "$fm/${model%%:*}.jsonl"
 done
@@ -100,6 +110,7 @@ def answers(name):
     return {os.path.basename(r["image"]): r["top"][0] for r in rows}
 
 float_, int8, weight_only, ort_qdq = answers("float"), answers("int8"), answers("weight-only"), answers("ort-qdq")
+int8_plain = answers("int8-plain")
 crops = sorted(float_)
 photos = sorted({c.split("_s")[0] for c in crops})
 per_class = collections.defaultdict(lambda: [0, 0, collections.Counter()])
@@ -127,6 +138,7 @@ result = {
     "int8_flips_where_float_p_at_least_0_5": [confident_flips, len(confident)],
     "weight_only_flips": wo_flips,
     "ort_qdq_flips": flips_of(ort_qdq, crops),
+    "int8_without_bias_correction_flips": flips_of(int8_plain, crops),
     "kernels": kernels,
     "per_float_class": {k: {"crops": v[0], "flips": v[1], "int8_said": dict(v[2])} for k, v in sorted(per_class.items())},
 }
@@ -146,7 +158,8 @@ md = [
     "|---|---|---|---|---|",
     f"| int8 (Kestrel's integer kernels) | {len(crops)} | {100 * agreement:.1f}% | {flips} | {confident_flips} of {len(confident)} |",
 ]
-for label, model in [("onnxruntime `quantize_static` QDQ, same calibration photos", ort_qdq),
+for label, model in [("int8 without bias correction (`--no-bias-correction`)", int8_plain),
+                     ("onnxruntime `quantize_static` QDQ, same calibration photos", ort_qdq),
                      ("weight-only (shipped bundle)", weight_only)]:
     f = flips_of(model, crops)
     md.append(f"| {label} | {len(crops)} | {100 * (1 - f / len(crops)):.1f}% | {f} | "
@@ -172,6 +185,7 @@ def fm_answers(name):
     rows = [json.loads(l) for l in open(os.path.join(fm, f"{name}.jsonl"))]
     return {r["image"]: r["top"][0] for r in rows}
 fm_float, fm_int8, fm_ort = fm_answers("float"), fm_answers("int8"), fm_answers("ort-qdq")
+fm_plain, fm_weights = fm_answers("int8-plain"), fm_answers("weight-only")
 images = sorted(fm_float)
 truth = {i: os.path.basename(os.path.dirname(i)) for i in images}
 fm_flips = collections.defaultdict(collections.Counter)
@@ -192,6 +206,8 @@ result["trained"] = {
     "int8_agreement": same_int8 / len(images),
     "int8_flips_where_float_p_at_least_0_5": [sum(fm_int8[i]["index"] != fm_float[i]["index"] for i in fm_confident), len(fm_confident)],
     "ort_qdq_agreement": fm_row("", fm_ort)[0] / len(images),
+    "int8_without_bias_correction_agreement": fm_row("", fm_plain)[0] / len(images),
+    "weight_only_agreement": fm_row("", fm_weights)[0] / len(images),
     "flips": {k: dict(v) for k, v in sorted(fm_flips.items())},
 }
 md += [
@@ -206,6 +222,8 @@ md += [
     "|---|---|---|---|---|---|",
     fm_row("float (the run's `model.onnx`)", fm_float)[1],
     int8_row,
+    fm_row("int8, same calibration, min/max, without bias correction", fm_plain)[1],
+    fm_row("weight-only: int8 weights, float activations (no calibration, so no bias correction)", fm_weights)[1],
     fm_row("onnxruntime `quantize_static` QDQ of the same float file", fm_ort)[1],
     "",
     "Flips: " + ("; ".join(f"{k} → {', '.join(f'{t} ×{n}' for t, n in v.most_common())}" for k, v in sorted(fm_flips.items()))

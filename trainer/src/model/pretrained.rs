@@ -116,6 +116,7 @@ pub fn imagenet_int8_recipe() -> (crate::quantize::inputs::InputOptions, crate::
             method: None,
             max_drop: 1.0,
             fallbacks: false,
+            bias_correction: true,
         },
     )
 }

@@ -1,7 +1,8 @@
 //! Activation ranges from the user's own images: the float bundle runs in tract with every
 //! intermediate tensor exposed as an output, and each tensor's values go into a histogram. From
 //! one pass we get both min/max and percentile ranges, so the quantiser can try each and keep the
-//! one that measures better.
+//! one that measures better, and each channel's mean, which bias correction (see [`super::bias`])
+//! needs.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -155,6 +156,64 @@ impl Histogram {
     }
 }
 
+/// Running sums of one tensor's values per channel (axis 1 of `[N, C, …]`). The sums are kept in
+/// fixed point (units of 2⁻⁴⁰) so that adding them is exact, whatever order the parallel
+/// calibration merges images in: the same images give the same means bit for bit, and the
+/// corrected biases, hence the int8 file, are reproducible.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelMeans {
+    sums: Vec<i128>,
+    /// Values summed per channel.
+    count: u64,
+}
+
+const FIXED_POINT: f64 = (1u64 << 40) as f64;
+
+impl ChannelMeans {
+    /// Sums `values` of `shape` (rank ≥ 2, C-contiguous); other shapes are left out.
+    pub fn add(&mut self, shape: &[usize], values: &[f32]) {
+        let [_, channels, rest @ ..] = shape else { return };
+        let inner: usize = rest.iter().product();
+        if *channels == 0 || inner == 0 || !values.len().is_multiple_of(channels * inner) {
+            return;
+        }
+        if self.sums.len() != *channels {
+            if self.count > 0 {
+                return;
+            }
+            self.sums = vec![0; *channels];
+        }
+        for block in values.chunks(channels * inner) {
+            for (sum, channel) in self.sums.iter_mut().zip(block.chunks(inner)) {
+                *sum += channel
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .map(|&v| (v as f64 * FIXED_POINT).round() as i128)
+                    .sum::<i128>();
+            }
+        }
+        self.count += (values.len() / channels) as u64;
+    }
+
+    pub fn merge(mut self, other: ChannelMeans) -> ChannelMeans {
+        if self.count == 0 {
+            return other;
+        }
+        if other.sums.len() == self.sums.len() {
+            for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+                *a += b;
+            }
+            self.count += other.count;
+        }
+        self
+    }
+
+    pub fn means(&self) -> Vec<f32> {
+        let n = self.count.max(1) as f64;
+        self.sums.iter().map(|&s| (s as f64 / FIXED_POINT / n) as f32).collect()
+    }
+}
+
 /// How activation ranges are chosen from the histograms.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub enum RangeMethod {
@@ -177,6 +236,8 @@ impl std::fmt::Display for RangeMethod {
 pub struct Calibration {
     pub images: usize,
     pub tensors: HashMap<String, Histogram>,
+    /// Per-channel means of the same tensors (those of rank ≥ 2).
+    pub channels: HashMap<String, ChannelMeans>,
 }
 
 impl Calibration {
@@ -191,6 +252,11 @@ impl Calibration {
                 (name.clone(), range)
             })
             .collect()
+    }
+
+    /// Each tensor's per-channel means.
+    pub fn channel_means(&self) -> HashMap<String, Vec<f32>> {
+        self.channels.iter().map(|(k, c)| (k.clone(), c.means())).collect()
     }
 }
 
@@ -243,41 +309,60 @@ pub fn calibrate(
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .map_err(tract_err)?;
-    let merge = |mut a: HashMap<String, Histogram>, b: HashMap<String, Histogram>| {
-        for (k, h) in b {
+    type Stats = (HashMap<String, Histogram>, HashMap<String, ChannelMeans>);
+    fn merge_into<T>(
+        mut a: HashMap<String, T>,
+        b: HashMap<String, T>,
+        merge: impl Fn(T, T) -> T,
+    ) -> HashMap<String, T> {
+        for (k, v) in b {
             let merged = match a.remove(&k) {
-                Some(prev) => prev.merge(h),
-                None => h,
+                Some(prev) => merge(prev, v),
+                None => v,
             };
             a.insert(k, merged);
         }
         a
-    };
-    let tensors = inputs
+    }
+    let (tensors, channels) = inputs
         .par_iter()
-        .map(|input| -> Result<HashMap<String, Histogram>, QuantizeError> {
+        .map(|input| -> Result<Stats, QuantizeError> {
             let tensor = Tensor::from_shape(&shape, input).map_err(tract_err)?;
             let outputs = plan.run(tvec!(tensor.into())).map_err(tract_err)?;
             let mut hists = HashMap::with_capacity(names.len() + 1);
-            let mut h = Histogram::default();
-            h.add(input);
-            hists.insert(input_name.clone(), h);
+            let mut means = HashMap::with_capacity(names.len() + 1);
+            let mut add = |name: &str, dims: &[usize], values: &[f32]| {
+                let mut h = Histogram::default();
+                h.add(values);
+                hists.insert(name.to_string(), h);
+                let mut m = ChannelMeans::default();
+                m.add(dims, values);
+                means.insert(name.to_string(), m);
+            };
+            add(&input_name, &shape, input);
             for (name, value) in names.iter().zip(outputs.iter()) {
                 if let Ok(view) = value.to_plain_array_view::<f32>() {
-                    let mut h = Histogram::default();
                     match view.as_slice() {
-                        Some(s) => h.add(s),
-                        None => h.add(&view.iter().copied().collect::<Vec<_>>()),
+                        Some(s) => add(name, view.shape(), s),
+                        None => add(name, view.shape(), &view.iter().copied().collect::<Vec<_>>()),
                     }
-                    hists.insert(name.clone(), h);
                 }
             }
-            Ok(hists)
+            Ok((hists, means))
         })
-        .try_reduce(HashMap::new, |a, b| Ok(merge(a, b)))?;
+        .try_reduce(
+            || (HashMap::new(), HashMap::new()),
+            |(ha, ma), (hb, mb)| {
+                Ok((
+                    merge_into(ha, hb, Histogram::merge),
+                    merge_into(ma, mb, ChannelMeans::merge),
+                ))
+            },
+        )?;
     Ok(Calibration {
         images: inputs.len(),
         tensors,
+        channels,
     })
 }
 
@@ -296,6 +381,23 @@ mod tests {
         let (lo, hi) = h.percentile(0.999);
         assert!(hi < 1.1 && hi > 0.9, "{hi}");
         assert!(lo <= -0.45, "a lone negative value sets the negative side: {lo}");
+    }
+
+    #[test]
+    fn channel_means_are_per_channel_over_batch_and_space() {
+        // [2, 3, 2]: two images, three channels of two values each.
+        let values = [1.0f32, 3.0, 10.0, 10.0, -1.0, 0.0, 3.0, 5.0, 20.0, 20.0, -3.0, 0.0];
+        let mut whole = ChannelMeans::default();
+        whole.add(&[2, 3, 2], &values);
+        assert_eq!(whole.means(), [3.0, 15.0, -1.0]);
+        let (mut a, mut b) = (ChannelMeans::default(), ChannelMeans::default());
+        a.add(&[1, 3, 2], &values[..6]);
+        b.add(&[1, 3, 2], &values[6..]);
+        assert_eq!(a.clone().merge(b.clone()), whole);
+        assert_eq!(b.merge(a), whole, "merged in either order, the sums are the same");
+        let mut vector = ChannelMeans::default();
+        vector.add(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        assert!(vector.means().is_empty(), "rank 1 has no channel axis");
     }
 
     #[test]

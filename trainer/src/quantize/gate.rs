@@ -49,6 +49,8 @@ pub struct Request {
     /// Largest accepted top-1 drop, in percentage points.
     pub max_drop: f64,
     pub fallbacks: bool,
+    /// Correct biases for weight rounding (see [`super::bias`]); on unless comparing.
+    pub bias_correction: bool,
 }
 
 /// One class's images whose answer int8 changed, against float on the same images.
@@ -424,6 +426,7 @@ pub fn search(
     let base = |method| Options {
         method,
         per_channel: request.per_channel,
+        bias_correction: request.bias_correction,
         ..Options::new(request.scheme)
     };
     for &m in &methods {

@@ -1,10 +1,12 @@
 //! int8 bundles, calibrated on the user's own images and checked before they are written.
 //!
-//! - [`calibrate`]: activation histograms from the float bundle run in tract;
+//! - [`calibrate`]: activation histograms and channel means from the float bundle run in tract;
+//! - [`bias`]: each layer's bias corrected for the mean shift its rounded weights cause;
 //! - [`rewrite`]: the int8 graph, in one of the [`Scheme`]s, all standard ONNX;
 //! - [`gate`]: float vs int8 through the runtime on held-out images, the accuracy gate and its
 //!   fallbacks.
 
+pub mod bias;
 pub mod calibrate;
 pub mod gate;
 pub mod inputs;
@@ -131,6 +133,8 @@ pub struct Options {
     pub method: RangeMethod,
     /// Conv node names kept in float (weight-only) whatever the scheme.
     pub keep_float: Vec<String>,
+    /// Correct each layer's bias for its weights' rounding ([`bias`]); calibrated schemes only.
+    pub bias_correction: bool,
 }
 
 impl Options {
@@ -140,6 +144,7 @@ impl Options {
             per_channel: true,
             method: RangeMethod::MinMax,
             keep_float: Vec::new(),
+            bias_correction: true,
         }
     }
 
@@ -152,6 +157,9 @@ impl Options {
         );
         if self.scheme.needs_calibration() {
             s.push_str(&format!(" · {}", self.method));
+            if self.bias_correction {
+                s.push_str(" · bias-corrected");
+            }
             if !self.keep_float.is_empty() {
                 s.push_str(&format!(" · {} layers float", self.keep_float.len()));
             }
@@ -179,11 +187,15 @@ pub fn quantize(
         }
     };
     let keep_float: HashSet<String> = options.keep_float.iter().cloned().collect();
+    let means = calibration
+        .filter(|_| options.bias_correction && options.scheme.needs_calibration())
+        .map(Calibration::channel_means);
     let plan = rewrite::Plan {
         scheme: options.scheme,
         per_channel: options.per_channel,
         ranges: &ranges,
         keep_float: &keep_float,
+        means: means.as_ref(),
     };
     let rewritten = rewrite::rewrite(&mut proto, &plan, path)?;
     let mut metadata = bundle.metadata.clone();

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
+use super::bias::{self, Rounded};
 use super::params::{ActParams, BIAS_LIMIT, quantize_weights_floored};
 use super::{QuantizeError, Scheme};
 use crate::onnx::graph::f32_tensor;
@@ -33,6 +34,9 @@ pub struct Plan<'a> {
     pub ranges: &'a HashMap<String, (f32, f32)>,
     /// Conv node names kept in float whatever the scheme says (the sensitive-layer fallback).
     pub keep_float: &'a HashSet<String>,
+    /// Per-channel means of each tensor on the calibration images: every Conv/Gemm reading one
+    /// gets its bias corrected for its weights' rounding ([`super::bias`]). `None`: no correction.
+    pub means: Option<&'a HashMap<String, Vec<f32>>>,
 }
 
 /// Is this Conv depthwise (one input channel per group)?
@@ -77,6 +81,7 @@ struct Pass<'p> {
     dequantized: HashSet<String>,
     /// Activations in i8 (the int8 scheme), else u8.
     signed: bool,
+    means: Option<&'p HashMap<String, Vec<f32>>>,
     path: &'p std::path::Path,
 }
 
@@ -213,25 +218,25 @@ impl Pass<'_> {
         tensor: &pb::TensorProto,
         per_channel: bool,
         floor: &[f32],
-    ) -> Result<Vec<f32>, QuantizeError> {
-        let (q, scales) = self.int8_weight(name, tensor, per_channel, floor)?;
+    ) -> Result<Int8Weight, QuantizeError> {
+        let w = self.int8_weight(name, tensor, per_channel, floor)?;
         self.nodes.push(node(
             "DequantizeLinear",
-            &[&q, &format!("{name}.scale")],
+            &[&w.name, &format!("{name}.scale")],
             name,
             vec![int_attr("axis", 0)],
         ));
-        Ok(scales)
+        Ok(w)
     }
 
-    /// Adds `{name}.int8` and `{name}.scale`; returns the int8 name and the scales.
+    /// Adds `{name}.int8` and `{name}.scale`.
     fn int8_weight(
         &mut self,
         name: &str,
         tensor: &pb::TensorProto,
         per_channel: bool,
         floor: &[f32],
-    ) -> Result<(String, Vec<f32>), QuantizeError> {
+    ) -> Result<Int8Weight, QuantizeError> {
         let data = f32s(tensor).ok_or_else(|| QuantizeError::Unsupported {
             name: name.into(),
             path: self.path.to_path_buf(),
@@ -243,8 +248,54 @@ impl Pass<'_> {
         let scale_dims: &[usize] = if per_channel { &[rows] } else { &[] };
         self.inits
             .push(f32_tensor(&format!("{name}.scale"), scale_dims, &scales));
-        Ok((q_name, scales))
+        let per_row = data.len() / rows;
+        let rounded = q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * scales[if per_channel { i / per_row.max(1) } else { 0 }])
+            .collect();
+        Ok(Int8Weight {
+            name: q_name,
+            scales,
+            float: data,
+            rounded,
+        })
     }
+
+    /// The bias `b` of `layer` (weights now `w`) corrected for the rounding's mean shift, when
+    /// the plan has means for the layer's input; `None` leaves `b` as it is.
+    fn corrected_bias(&self, layer: &pb::NodeProto, b: &pb::TensorProto, w: &Int8Weight) -> Option<pb::TensorProto> {
+        let means = self.means?.get(layer.input.first()?)?;
+        let bias = f32s(b)?;
+        let rounded = Rounded {
+            weights: &w.float,
+            rounded: &w.rounded,
+            out_channels: bias.len(),
+            groups: attr_int(layer, "group").unwrap_or(1).max(1) as usize,
+        };
+        let values = bias::corrected(&bias, &rounded, means)?;
+        Some(f32_tensor(&b.name, &[values.len()], &values))
+    }
+
+    /// A float bias replaced in place by its corrected form, if it has one (see
+    /// [`Self::corrected_bias`]); returns whether it was.
+    fn correct_float_bias(&mut self, layer: &pb::NodeProto, b: &pb::TensorProto, w: &Int8Weight) -> bool {
+        let Some(fixed) = self.corrected_bias(layer, b, w) else {
+            return false;
+        };
+        self.inits.push(fixed);
+        true
+    }
+}
+
+/// One layer's weights as the rewrite stored them.
+struct Int8Weight {
+    /// The int8 initializer.
+    name: String,
+    scales: Vec<f32>,
+    float: Vec<f32>,
+    /// The int8 values times their scales: what the layer computes with.
+    rounded: Vec<f32>,
 }
 
 /// Counts of what the rewrite did, for the report and the model card.
@@ -294,6 +345,7 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         params: HashMap::new(),
         dequantized: HashSet::new(),
         signed: plan.scheme == Scheme::Int8,
+        means: plan.means,
         path,
     };
     let mut replaced: HashSet<&str> = HashSet::new();
@@ -325,6 +377,7 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
             pass.quantize_output(&out, &raw)?;
             continue;
         }
+        let bias = n.input.get(2).and_then(|b| inits.get(b.as_str()).copied());
         let Some(weight) = weight.filter(|_| is_weighted) else {
             for input in n
                 .input
@@ -346,8 +399,11 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                 done.float_convs += 1;
             }
             pass.need_float(&n.input[0])?;
-            pass.dequantized_weight(w_name, weight, plan.per_channel, &[])?;
+            let w = pass.dequantized_weight(w_name, weight, plan.per_channel, &[])?;
             replaced.insert(w_name);
+            if let Some(b) = bias.filter(|b| pass.correct_float_bias(n, b, &w)) {
+                replaced.insert(b.name.as_str());
+            }
             pass.nodes.push(n.clone());
             pass.float.extend(n.output.iter().cloned());
             continue;
@@ -361,13 +417,12 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         let (x_q, x) = pass.need_quantized(&n.input[0])?;
         pass.params(&out)?;
         replaced.insert(w_name);
-        let bias = n.input.get(2).and_then(|b| inits.get(b.as_str()).copied());
         let x_scale = format!("{}.q_scale", n.input[0]);
         let x_zero = format!("{}.q_zero", n.input[0]);
         // Weight-only never gets here: it plans no int8 conv.
         match plan.scheme {
             Scheme::QOperator | Scheme::Mixed | Scheme::WeightOnly => {
-                let (w_q, w_scales) = pass.int8_weight(w_name, weight, plan.per_channel, &[])?;
+                let w = pass.int8_weight(w_name, weight, plan.per_channel, &[])?;
                 let channels = weight.dims.first().copied().unwrap_or(1) as usize;
                 let w_zero = format!("{w_name}.zero");
                 let zero_dims: Vec<i64> = if plan.per_channel {
@@ -382,23 +437,24 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                     x_q,
                     x_scale,
                     x_zero,
-                    w_q,
+                    w.name.clone(),
                     format!("{w_name}.scale"),
                     w_zero,
                     format!("{out}.q_scale"),
                     format!("{out}.q_zero"),
                 ];
                 if let Some(b) = bias {
+                    replaced.insert(b.name.as_str());
+                    let b = &pass.corrected_bias(n, b, &w).unwrap_or_else(|| b.clone());
                     let data = f32s(b).ok_or_else(|| QuantizeError::Unsupported {
                         name: b.name.clone(),
                         path: path.into(),
                     })?;
-                    replaced.insert(b.name.as_str());
                     let q: Vec<u8> = data
                         .iter()
                         .enumerate()
                         .flat_map(|(c, v)| {
-                            let s = x.scale * w_scales[if plan.per_channel { c } else { 0 }];
+                            let s = x.scale * w.scales[if plan.per_channel { c } else { 0 }];
                             let q = (*v as f64 / s as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32;
                             q.to_le_bytes()
                         })
@@ -429,12 +485,13 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                     .and_then(f32s)
                     .map(|b| b.iter().map(|v| v.abs() / (x.scale * BIAS_LIMIT)).collect())
                     .unwrap_or_default();
-                let w_scales = pass.dequantized_weight(w_name, weight, plan.per_channel, &floor)?;
+                let w = pass.dequantized_weight(w_name, weight, plan.per_channel, &floor)?;
                 let mut conv = n.clone();
                 conv.input[0] = x_dq;
                 if let Some(b) = bias {
                     replaced.insert(b.name.as_str());
-                    conv.input[2] = pass.int32_bias(b, x.scale, &w_scales)?;
+                    let b = pass.corrected_bias(n, b, &w).unwrap_or_else(|| b.clone());
+                    conv.input[2] = pass.int32_bias(&b, x.scale, &w.scales)?;
                 }
                 let raw = format!("{out}.f32");
                 conv.output = vec![raw.clone()];
@@ -446,7 +503,10 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                 let x_dq = format!("{}.dq", n.input[0]);
                 pass.nodes
                     .push(node("DequantizeLinear", &[&x_q, &x_scale, &x_zero], &x_dq, vec![]));
-                pass.dequantized_weight(w_name, weight, plan.per_channel, &[])?;
+                let w = pass.dequantized_weight(w_name, weight, plan.per_channel, &[])?;
+                if let Some(b) = bias.filter(|b| pass.correct_float_bias(n, b, &w)) {
+                    replaced.insert(b.name.as_str());
+                }
                 let raw = format!("{out}.f32");
                 let mut conv = n.clone();
                 conv.input[0] = x_dq;

@@ -156,6 +156,7 @@ pub fn quantize(
         method: None,
         max_drop: config.int8_max_drop,
         fallbacks: true,
+        bias_correction: true,
     };
     let outcome = quantize::calibrate_and_write(&float, &run.model(), &data, &request, &out, |a| {
         tracing::info!(

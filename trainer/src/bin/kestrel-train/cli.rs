@@ -147,6 +147,10 @@ pub struct QuantizeArgs {
     /// Fail at once instead of trying the fallbacks.
     #[arg(long)]
     pub no_fallback: bool,
+    /// Leave biases as they are. By default each layer's bias absorbs the mean shift that
+    /// rounding its weights to int8 causes on your calibration images (for comparisons).
+    #[arg(long)]
+    pub no_bias_correction: bool,
     /// Calibration images at most.
     #[arg(long, default_value_t = 512)]
     pub images: usize,

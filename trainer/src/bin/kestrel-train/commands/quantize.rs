@@ -18,6 +18,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<Status> {
         per_tensor,
         max_drop,
         no_fallback,
+        no_bias_correction,
         images,
         views,
         seed,
@@ -62,6 +63,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<Status> {
         },
         max_drop,
         fallbacks: !no_fallback,
+        bias_correction: !no_bias_correction,
     };
     let outcome = kestrel_trainer::quantize::calibrate_and_write(&float, model, &data, &request, out, |a| {
         eprintln!(
