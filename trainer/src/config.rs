@@ -185,7 +185,7 @@ impl Default for FitConfig {
             augment: Augment::default(),
             workers: 0,
             max_pixels: kestrel_runtime::decode::DEFAULT_MAX_PIXELS,
-            int8_scheme: crate::quantize::Scheme::WeightOnly,
+            int8_scheme: crate::quantize::Scheme::Int8,
             int8_max_drop: 1.0,
         }
     }

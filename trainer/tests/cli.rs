@@ -153,7 +153,7 @@ fn a_killed_fit_resumes_and_loses_nothing() {
     }
 
     let int8 = kestrel_runtime::Bundle::read(&run.join("model.int8.onnx")).expect("int8 bundle");
-    assert_eq!(int8.metadata.model_card.precision, "int8-weight-only");
+    assert_eq!(int8.metadata.model_card.precision, "int8");
     assert!(int8.metadata.model_card.metrics.contains_key("val_top1"));
 
     // eval through the runtime on fresh images of the same classes.
@@ -269,6 +269,28 @@ fn bad_data_folders_fail_before_training_with_the_fix() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("head_epochs"), "{err}");
+}
+
+/// `quantize`'s default scheme runs on integer kernels and so needs calibration images: without
+/// `--calibrate` it refuses before reading the model, names both fixes, and writes nothing.
+#[test]
+fn quantize_without_calibration_images_names_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_file = dir.path().join("model.int8.onnx");
+    let out = train_cmd()
+        .args(["quantize", "--model", "no-such-model.onnx", "--out"])
+        .arg(&out_file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scheme int8 needs calibration images")
+            && err.contains("--calibrate DIR")
+            && err.contains("--scheme weight-only"),
+        "{err}"
+    );
+    assert!(!out_file.exists());
 }
 
 /// `devices` numbers the wgpu adapters as `--device` takes them (CI has lavapipe, a software

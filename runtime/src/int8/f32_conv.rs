@@ -9,7 +9,7 @@
 //!   pointwise convolution reads its input planes as they are, so our GEMM packs only weights,
 //!   once. Elsewhere tract keeps them (no faster kernel of ours is measured there).
 //!
-//! Every float bundle, the shipped weight-only int8 one included, runs them. Like the int8 ops,
+//! Every float bundle, and every weight-only int8 one, runs them. Like the int8 ops,
 //! the rewrite happens on the ONNX graph and tract still parses, checks and plans everything.
 
 use std::sync::Arc;

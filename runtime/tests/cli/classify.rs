@@ -185,7 +185,7 @@ fn bench_compares_models_side_by_side() {
         assert!(p50 > 0.0 && p95 >= p50, "{r}");
     }
     assert_eq!(results[0]["precision"], "float32");
-    assert_eq!(results[1]["precision"], "int8-weight-only");
+    assert_eq!(results[1]["precision"], "int8");
     let size = |r: &serde_json::Value| r["file_bytes"].as_u64().expect("size");
     assert!(
         size(&results[1]) * 3 < size(&results[0]),
@@ -193,7 +193,7 @@ fn bench_compares_models_side_by_side() {
     );
     assert!(report["peak_rss_mib"].as_f64().expect("rss") > 0.0);
     // EfficientNet-Lite0 at 224 px is about 0.4 GMAC (0.39–0.41 in published counts), and
-    // weight-only int8 does the same arithmetic.
+    // int8 does the same arithmetic in integers.
     let macs = |r: &serde_json::Value| r["macs"].as_u64().expect("macs") as f64 / 1e9;
     assert!((0.37..0.42).contains(&macs(&results[0])), "{}", macs(&results[0]));
     assert!((macs(&results[1]) / macs(&results[0]) - 1.0).abs() < 0.02);

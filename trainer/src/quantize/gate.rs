@@ -1,8 +1,8 @@
 //! The accuracy gate: every int8 candidate is loaded by the runtime library (the deployment
 //! code path) and scored on held-out images beside the float bundle. A candidate whose top-1
 //! drop exceeds `max_drop` is refused; before giving up the search tries the fallbacks in
-//! order — the other range method, the other weight granularity, then the most sensitive layers
-//! kept in float.
+//! order — the other range method, the other weight granularity, the most sensitive layers kept
+//! in float, and last int8 weights alone (weight-only).
 //!
 //! The held-out images are split in two, alternately within each class: the search chooses on
 //! the selection half and the numbers it reports come from the other half, which chose nothing,
@@ -444,14 +444,25 @@ pub fn search(
         let passed = try_options(flipped, &mut attempts)?;
         if let (false, true, Some(c)) = (passed, request.scheme.needs_calibration(), calibration) {
             let ranked = sensitivity(&float.proto, c, best_method);
+            let mut passed = false;
             for keep in [2usize, 4, 8, 16] {
                 let options = Options {
                     keep_float: ranked.iter().take(keep).map(|(n, _)| n.clone()).collect(),
                     ..base(best_method)
                 };
-                if try_options(options, &mut attempts)? {
+                passed = try_options(options, &mut attempts)?;
+                if passed {
                     break;
                 }
+            }
+            // Last: int8 weights only (float activations, float speed), the least lossy form,
+            // rather than no int8 file at all.
+            if !passed {
+                let weights_only = Options {
+                    per_channel: request.per_channel,
+                    ..Options::new(Scheme::WeightOnly)
+                };
+                try_options(weights_only, &mut attempts)?;
             }
         }
     }

@@ -57,10 +57,13 @@ pub enum Command {
     /// Calibration reads --calibrate DIR through the runtime's preprocessing. Class folders named
     /// like the model's labels are split exactly as `fit` splits them: activation ranges come from
     /// the training split and the gate scores the validation split. Any other folder of images is
-    /// scored by agreement with the float model. The int8 bundle is written only when its top-1
-    /// drop is within --max-drop; otherwise the fallbacks run (the other range method, the other
-    /// weight granularity, the most sensitive layers kept float) and the command exits 1 if none
-    /// passes. It ends with a float vs int8 latency check in tract on this machine.
+    /// scored by agreement with the float model. The default scheme, int8, runs on Kestrel's
+    /// integer kernels (about twice as fast as float; `kestrel info` names the kernels this CPU
+    /// gets), and each layer's bias is corrected for its rounded weights. The int8 bundle is
+    /// written only when its top-1 drop is within --max-drop; otherwise the fallbacks run (the
+    /// other range method, the other weight granularity, the most sensitive layers kept float,
+    /// and last int8 weights only) and the command exits 1 if none passes. It ends with a float
+    /// vs int8 latency check on this machine.
     ///
     /// Example: kestrel-train quantize --model runs/exp1/model.onnx --calibrate data/ --out runs/exp1/model.int8.onnx
     Quantize(QuantizeArgs),
@@ -128,12 +131,15 @@ pub struct QuantizeArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
-    /// Your images: class folders (the training data) or any folder of photos. Required for
-    /// every scheme but weight-only, which without it is written unchecked.
+    /// Your images: class folders (the training data) or any folder of photos, a few hundred
+    /// are plenty. Required for every scheme but weight-only, which without it is written
+    /// unchecked.
     #[arg(long, value_name = "DIR")]
     pub calibrate: Option<PathBuf>,
-    /// The int8 graph form; weight-only is what tract 0.23.9 runs fastest (docs/benchmarks.md).
-    #[arg(long, value_enum, default_value_t = QScheme::WeightOnly)]
+    /// The int8 graph form: int8 runs on Kestrel's integer kernels; weight-only keeps float
+    /// activations (float speed, 4x smaller file, no calibration needed); the others are for
+    /// comparisons (docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = QScheme::Int8)]
     pub scheme: QScheme,
     /// Activation ranges: both (keep the better), or one.
     #[arg(long, value_enum, default_value_t = RangeArg::Auto)]
@@ -203,9 +209,9 @@ pub struct ExportImagenetArgs {
     /// Where to write the bundle [default: models/efficientnet-<backbone>-imagenet.onnx].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Where to write its int8 form (weight-only, checked against the float bundle on
-    /// held-out crops of the sample photos) [default: the bundle's name with .int8.onnx];
-    /// Lite0's is the runtime's default model.
+    /// Where to write its int8 form (scheme int8, calibrated on half the sample photos and
+    /// checked against the float bundle on crops of the other half) [default: the bundle's name
+    /// with .int8.onnx]; Lite0's is the runtime's default model.
     #[arg(long)]
     pub int8_out: Option<PathBuf>,
     /// Square input size in pixels [default: the backbone's own: 224, 240, 260].
@@ -328,7 +334,8 @@ pub struct FitArgs {
     /// Skip (and count) images with more pixels than this, before decoding them.
     #[arg(long)]
     pub max_pixels: Option<u64>,
-    /// Form of the int8 bundle the run ends with (see `quantize --help`).
+    /// Form of the int8 bundle the run ends with [default: int8, on Kestrel's integer kernels;
+    /// see `quantize --help`].
     #[arg(long, value_enum)]
     pub int8_scheme: Option<QScheme>,
     /// Largest top-1 drop (points) the int8 bundle may show on the validation split.

@@ -29,7 +29,11 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<Status> {
     let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     let Some(dir) = calibrate else {
         if scheme.needs_calibration() {
-            anyhow::bail!("scheme {scheme} needs calibration images: add --calibrate DIR (your training folder)");
+            anyhow::bail!(
+                "scheme {scheme} needs calibration images: add --calibrate DIR (your training folder, or a few \
+                 hundred photos like the ones the model will see), or pass --scheme weight-only for int8 \
+                 weights without calibration (float speed)"
+            );
         }
         let n = kestrel_trainer::quantize::quantize_bundle(model, out)
             .with_context(|| format!("quantising {}", model.display()))?;
