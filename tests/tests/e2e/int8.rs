@@ -90,19 +90,13 @@ fn shipped_int8_bundle_is_reproducible_and_keeps_its_answers() {
 /// compiles to integer kernels in tract (no silent fall-back to float), and still names the cat.
 #[test]
 fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
-    use kestrel_trainer::quantize::{self, Options, RangeMethod, Scheme, calibrate, inputs};
-    let path = shipped_imagenet_bundle();
-    let float = Bundle::read(&path).expect("float bundle");
-    let options = inputs::InputOptions {
-        views: 2,
-        val_fraction: 0.3,
-        ..inputs::InputOptions::default()
-    };
-    let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
-    let data = inputs::from_folder(&photos, &float.metadata.labels, &float.metadata.preprocess, &options)
-        .expect("calibration images");
-    let shape = float.metadata.preprocess.batch_shape(1);
-    let calibration = calibrate::calibrate(&float.proto, shape, &data.calibration, &path).expect("calibrate");
+    use kestrel_trainer::quantize::{self, Options, RangeMethod, Scheme};
+    let Photos {
+        path,
+        float,
+        calibration,
+        ..
+    } = calibrated_on_photos(0.3);
     let float_ops = Classifier::from_bundle(float.clone(), &path, &LoadOptions::default())
         .expect("float")
         .op_names();
@@ -154,19 +148,22 @@ fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
     }
 }
 
-/// Bias correction moves the int8 model's answers towards float's: on crops that neither
-/// calibration nor anything else saw, the int8 scheme's softmax outputs differ from float's by
-/// less (mean total variation) with the correction than without, and the file stays the lowered,
-/// all-integer form.
-#[test]
-fn bias_correction_brings_int8_answers_closer_to_float() {
-    use kestrel_trainer::evaluate::logits;
-    use kestrel_trainer::quantize::{self, Options, Scheme, calibrate, inputs};
+/// The shipped float bundle calibrated on 2 views of the sample photos, `val_fraction` of them
+/// held out.
+struct Photos {
+    path: std::path::PathBuf,
+    float: Bundle,
+    data: kestrel_trainer::quantize::inputs::Inputs,
+    calibration: kestrel_trainer::quantize::Calibration,
+}
+
+fn calibrated_on_photos(val_fraction: f64) -> Photos {
+    use kestrel_trainer::quantize::{calibrate, inputs};
     let path = shipped_imagenet_bundle();
     let float = Bundle::read(&path).expect("float bundle");
     let options = inputs::InputOptions {
         views: 2,
-        val_fraction: 0.5,
+        val_fraction,
         ..inputs::InputOptions::default()
     };
     let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
@@ -174,6 +171,27 @@ fn bias_correction_brings_int8_answers_closer_to_float() {
         .expect("calibration images");
     let shape = float.metadata.preprocess.batch_shape(1);
     let calibration = calibrate::calibrate(&float.proto, shape, &data.calibration, &path).expect("calibrate");
+    Photos {
+        path,
+        float,
+        data,
+        calibration,
+    }
+}
+
+/// Bias correction moves the int8 model's answers towards float's: on crops that neither
+/// calibration nor anything else saw, the int8 scheme's softmax outputs differ from float's by
+/// less (mean total variation) with the correction than without.
+#[test]
+fn bias_correction_brings_int8_answers_closer_to_float() {
+    use kestrel_trainer::evaluate::logits;
+    use kestrel_trainer::quantize::{self, Options, Scheme};
+    let Photos {
+        path,
+        float,
+        data,
+        calibration,
+    } = calibrated_on_photos(0.5);
     let classes = float.metadata.labels.len();
     let probabilities = |bundle: Bundle| -> Vec<Vec<f32>> {
         let c = Classifier::from_bundle(bundle, &path, &LoadOptions::default()).expect("loads");
