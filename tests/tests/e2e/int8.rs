@@ -108,6 +108,18 @@ fn calibrated_int8_schemes_run_integer_kernels_and_name_the_cat() {
             ..Options::new(scheme)
         };
         let (bundle, done) = quantize::quantize(&float, Some(&calibration), &options, &path).expect("quantize");
+        // The image is quantised on the pixels' own grid, whatever the calibration saw: scale
+        // 1/128 and the zero point at pixel 127, i8 (127 − 128) or u8.
+        let graph = bundle.proto.graph.as_ref().expect("graph");
+        let init = |name: &str| graph.initializer.iter().find(|t| t.name == name).cloned();
+        let scale = init("image.q_scale").and_then(|t| kestrel_runtime::onnx_proto::f32s(&t));
+        let zero = init("image.q_zero").map(|t| t.raw_data);
+        let pixel_127: u8 = if scheme == Scheme::Int8 { (-1i8) as u8 } else { 127 };
+        assert_eq!(
+            (scale, zero),
+            (Some(vec![1.0 / 128.0]), Some(vec![pixel_127])),
+            "{scheme}: the input's quantisation"
+        );
         let int8 = Classifier::from_bundle(bundle.clone(), &path, &LoadOptions::default()).expect("int8 bundle loads");
         let ops = int8.op_names();
         println!("{scheme}: {done:?}; plan {ops:?}");
@@ -341,8 +353,8 @@ fn float_convolutions_run_on_kestrels_kernels_and_match_tract() {
 }
 
 /// A model trained in the test, quantised with calibration on its own training split: the
-/// int8 bundle passes the gate and agrees with float on fresh images; a calibration on one
-/// constant image is refused by the gate.
+/// int8 bundle passes the gate and agrees with float on fresh images; a broken calibration is
+/// refused by the gate, and its fallbacks end in int8 weights alone.
 #[test]
 fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     use kestrel_trainer::quantize::{self, Scheme, gate, inputs};
@@ -412,7 +424,10 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
     println!("fresh images: int8 agrees with float on {agree}/{total}");
     assert!(total >= 30 && agree * 10 >= total * 9, "{agree}/{total}");
 
-    // One constant grey image as the whole calibration set: ranges collapse, the gate refuses.
+    // One constant grey image as the whole calibration set. Its ranges are as narrow as ranges
+    // get, yet int8 keeps every answer: the image itself is quantised on the pixels' own grid
+    // (which no calibration can narrow), and the narrow inner ranges cost this small model none
+    // of its few validation images.
     let grey = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
     let mut one = kestrel_trainer::data::store::Store::in_memory();
     one.push_image(&grey).expect("in memory");
@@ -426,7 +441,7 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
         labels: vec![0],
         skipped: Vec::new(),
     };
-    let broken = inputs::from_run(
+    let grey_inputs = inputs::from_run(
         &grey_set,
         &fitted.data.val,
         &fitted.data.dataset.classes,
@@ -435,52 +450,62 @@ fn trained_model_quantises_within_the_gate_and_broken_calibration_is_refused() {
         config.seed,
     )
     .expect("calibration inputs");
-    let refused = quantize::calibrate_and_write(
-        &float,
-        &run.model(),
-        &broken,
-        &gate::Request {
-            fallbacks: false,
-            method: Some(quantize::RangeMethod::MinMax),
-            ..request
-        },
-        &dir.path().join("broken.int8.onnx"),
-        |_| {},
-    )
-    .expect("search runs");
-    println!("constant-image calibration: {}", gate::summary(&refused));
-    assert!(refused.chosen.is_none(), "the gate let a broken calibration through");
+    let int8_min_max = gate::Request {
+        scheme: Scheme::Int8,
+        fallbacks: false,
+        method: Some(quantize::RangeMethod::MinMax),
+        ..request
+    };
+    let grey_out = dir.path().join("grey.int8.onnx");
+    let grey = quantize::calibrate_and_write(&float, &run.model(), &grey_inputs, &int8_min_max, &grey_out, |_| {})
+        .expect("search runs");
+    println!("constant-image calibration: {}", gate::summary(&grey));
+    assert!(grey.chosen.is_some() && grey_out.exists(), "{}", gate::summary(&grey));
+    // Nothing is written when the gate refuses (here: a limit no candidate can meet).
+    let refused_out = dir.path().join("refused.int8.onnx");
+    let impossible = gate::Request {
+        max_drop: -101.0,
+        ..int8_min_max.clone()
+    };
+    let refused = quantize::calibrate_and_write(&float, &run.model(), &grey_inputs, &impossible, &refused_out, |_| {})
+        .expect("search runs");
     assert!(
-        !dir.path().join("broken.int8.onnx").exists(),
+        refused.chosen.is_none() && !refused_out.exists(),
         "nothing is written on refusal"
     );
 
-    // The same broken calibration for the int8 scheme with every fallback: the integer forms
-    // all fail, and the last fallback, int8 weights with float activations (which reads no
-    // calibration), is what gets written.
-    let fell_back = quantize::calibrate_and_write(
-        &float,
-        &run.model(),
-        &broken,
-        &gate::Request {
-            scheme: Scheme::Int8,
-            method: Some(quantize::RangeMethod::MinMax),
-            ..request
-        },
-        &dir.path().join("fallback.int8.onnx"),
-        |_| {},
-    )
-    .expect("search runs");
+    // A broken calibration: every activation range a hundredth of what the training split gave,
+    // so nearly every inner activation saturates. The gate refuses it; with the fallbacks on,
+    // every integer form fails and the last fallback, int8 weights with float activations
+    // (which reads no ranges), is chosen.
+    let shape = fitted.data.spec.batch_shape(1);
+    let mut broken =
+        quantize::calibrate::calibrate(&float.proto, shape, &data.calibration, &run.model()).expect("calibrate");
+    for h in broken.tensors.values_mut() {
+        (h.min, h.max) = (h.min / 100.0, h.max / 100.0);
+    }
+    let search = |request: &gate::Request| {
+        gate::search(&float, &run.model(), Some(&broken), &data.held, request, |_| {}).expect("search runs")
+    };
+    let refused = search(&int8_min_max);
+    println!("ranges shrunk 100x: {}", gate::summary(&refused));
+    assert!(refused.chosen.is_none(), "the gate let a broken calibration through");
+    let fell_back = search(&gate::Request {
+        fallbacks: true,
+        ..int8_min_max
+    });
     let labels: Vec<&str> = fell_back.attempts.iter().map(|a| a.label.as_str()).collect();
-    println!("int8 with fallbacks on a constant-image calibration: {labels:?}");
+    println!("int8 with fallbacks on the broken calibration: {labels:?}");
     let chosen = fell_back.chosen().expect("the weight-only fallback passes");
     assert_eq!(chosen.options.scheme, Scheme::WeightOnly, "{labels:?}");
     assert!(
         fell_back.attempts.iter().filter(|a| a.passed).count() == 1,
         "only the last fallback passes: {labels:?}"
     );
-    let card = Bundle::read(&dir.path().join("fallback.int8.onnx"))
-        .expect("written")
+    let card = &fell_back
+        .bundle
+        .as_ref()
+        .expect("the chosen bundle")
         .metadata
         .model_card;
     assert_eq!(card.precision, "int8-weight-only");

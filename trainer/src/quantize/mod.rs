@@ -196,6 +196,7 @@ pub fn quantize(
         ranges: &ranges,
         keep_float: &keep_float,
         means: means.as_ref(),
+        pixels: params::PixelGrid::of(&bundle.metadata.preprocess),
     };
     let rewritten = rewrite::rewrite(&mut proto, &plan, path)?;
     let mut metadata = bundle.metadata.clone();

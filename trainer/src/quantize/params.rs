@@ -40,6 +40,41 @@ impl ActParams {
     }
 }
 
+/// How the graph input is made from 8-bit pixels: `(p − mean) / std` for `p` in 0..=255, the
+/// same `mean` and `std` for every channel (the preprocessing of the bundle).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelGrid {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl PixelGrid {
+    /// The grid of `spec`'s normalisation, when it has one that int8 can hold exactly: one mean
+    /// and std for all channels, an integer mean.
+    pub fn of(spec: &kestrel_runtime::preprocess::PreprocessSpec) -> Option<PixelGrid> {
+        let (mean, std) = (spec.mean[0], spec.std[0]);
+        let shared = spec.mean.iter().all(|&m| m == mean) && spec.std.iter().all(|&s| s == std);
+        (shared && mean.fract() == 0.0 && (0.0..=255.0).contains(&mean) && std.is_finite() && std > 0.0)
+            .then_some(PixelGrid { mean, std })
+    }
+
+    /// Parameters under which every pixel value is one quantisation level, exactly: scale
+    /// `1 / std` and the zero point at the mean, so `q = p − 128` (i8) or `q = p` (u8). A
+    /// calibrated range would put the 256 pixel values on a slightly different grid of 255
+    /// steps and round every one of them, and clip any pixel brighter or darker than the
+    /// calibration images had. The rounding measured as nothing (Fashion-MNIST, 400 held-out
+    /// images: mean total variation from float 0.0322 vs 0.0320); the clipping is what matters:
+    /// calibrated on one grey image, a small trained model kept 3 of 3 validation answers with
+    /// the grid and 0 of 3 without (the e2e int8 test).
+    pub fn params(self, signed: bool) -> ActParams {
+        let offset = if signed { 128 } else { 0 };
+        ActParams {
+            scale: 1.0 / self.std,
+            zero_point: self.mean as i32 - offset,
+        }
+    }
+}
+
 /// Symmetric int8 weights of one Conv/Gemm: per output channel, or one scale for the tensor.
 pub fn quantize_weights(weights: &[f32], rows: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>) {
     quantize_weights_floored(weights, rows, per_channel, &[])
@@ -138,6 +173,40 @@ mod tests {
         assert_eq!(positive_only.zero_point, 0, "the range is widened to include 0");
         let constant = ActParams::from_range(0.0, 0.0);
         assert!(constant.scale > 0.0);
+    }
+
+    #[test]
+    fn pixels_land_exactly_on_quantisation_levels() {
+        use kestrel_runtime::preprocess::PreprocessSpec;
+        let mut spec = PreprocessSpec::efficientnet_lite(224);
+        assert_eq!(
+            (spec.mean, spec.std),
+            ([127.0; 3], [128.0; 3]),
+            "the weights' normalisation"
+        );
+        let grid = PixelGrid::of(&spec).expect("one integer mean, one std");
+        for (signed, lowest, highest) in [(true, -128i32, 127i32), (false, 0, 255)] {
+            let p = grid.params(signed);
+            for pixel in 0..=255u8 {
+                let v = (pixel as f32 - spec.mean[0]) / spec.std[0];
+                // ONNX QuantizeLinear: saturate(round(x / scale) + zero_point).
+                let q = ((v / p.scale).round() as i32 + p.zero_point).clamp(lowest, highest);
+                assert_eq!(q, pixel as i32 + lowest, "pixel {pixel}");
+                assert_eq!(
+                    (q - p.zero_point) as f32 * p.scale,
+                    v,
+                    "pixel {pixel} dequantises exactly"
+                );
+            }
+        }
+        spec.mean = [123.675, 116.28, 103.53];
+        assert_eq!(PixelGrid::of(&spec), None, "per-channel means have no common grid");
+        spec.mean = [127.5; 3];
+        assert_eq!(
+            PixelGrid::of(&spec),
+            None,
+            "a half-integer mean puts pixels between levels"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
 use super::bias::{self, Rounded};
-use super::params::{ActParams, BIAS_LIMIT, quantize_weights_floored};
+use super::params::{ActParams, BIAS_LIMIT, PixelGrid, quantize_weights_floored};
 use super::{QuantizeError, Scheme};
 use crate::onnx::graph::f32_tensor;
 use kestrel_runtime::onnx_proto::{f32s, i8_tensor, int_attr, node, raw_tensor};
@@ -37,6 +37,9 @@ pub struct Plan<'a> {
     /// Per-channel means of each tensor on the calibration images: every Conv/Gemm reading one
     /// gets its bias corrected for its weights' rounding ([`super::bias`]). `None`: no correction.
     pub means: Option<&'a HashMap<String, Vec<f32>>>,
+    /// The graph input's pixel grid, when it has one: quantised exactly ([`PixelGrid::params`])
+    /// rather than from its calibrated range.
+    pub pixels: Option<PixelGrid>,
 }
 
 /// Is this Conv depthwise (one input channel per group)?
@@ -82,6 +85,9 @@ struct Pass<'p> {
     /// Activations in i8 (the int8 scheme), else u8.
     signed: bool,
     means: Option<&'p HashMap<String, Vec<f32>>>,
+    pixels: Option<PixelGrid>,
+    /// The graph's inputs (what `pixels` applies to).
+    inputs: HashSet<String>,
     path: &'p std::path::Path,
 }
 
@@ -90,14 +96,20 @@ impl Pass<'_> {
         if let Some(p) = self.params.get(tensor) {
             return Ok(*p);
         }
-        let &(min, max) = self.ranges.get(tensor).ok_or_else(|| QuantizeError::Uncalibrated {
-            tensor: tensor.into(),
-            path: self.path.to_path_buf(),
-        })?;
-        let (p, zero_type) = if self.signed {
-            (ActParams::from_range_i8(min, max), DataType::Int8)
-        } else {
-            (ActParams::from_range(min, max), DataType::Uint8)
+        let zero_type = if self.signed { DataType::Int8 } else { DataType::Uint8 };
+        let p = match self.pixels.filter(|_| self.inputs.contains(tensor)) {
+            Some(grid) => grid.params(self.signed),
+            None => {
+                let &(min, max) = self.ranges.get(tensor).ok_or_else(|| QuantizeError::Uncalibrated {
+                    tensor: tensor.into(),
+                    path: self.path.to_path_buf(),
+                })?;
+                if self.signed {
+                    ActParams::from_range_i8(min, max)
+                } else {
+                    ActParams::from_range(min, max)
+                }
+            }
         };
         self.inits
             .push(f32_tensor(&format!("{tensor}.q_scale"), &[], &[p.scale]));
@@ -346,6 +358,8 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
         dequantized: HashSet::new(),
         signed: plan.scheme == Scheme::Int8,
         means: plan.means,
+        pixels: plan.pixels,
+        inputs: graph.input.iter().map(|i| i.name.clone()).collect(),
         path,
     };
     let mut replaced: HashSet<&str> = HashSet::new();

@@ -127,8 +127,11 @@ pub struct SampleDataArgs {
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
+    /// The float bundle to quantise (a run's model.onnx).
     #[arg(long)]
     pub model: PathBuf,
+    /// Where to write the int8 bundle; a report of every candidate tried goes beside it
+    /// (OUT with the extension .quantize.json).
     #[arg(long)]
     pub out: PathBuf,
     /// Your images: class folders (the training data) or any folder of photos, a few hundred
