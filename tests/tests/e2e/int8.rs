@@ -192,8 +192,8 @@ fn calibrated_on_photos(val_fraction: f64) -> Photos {
 }
 
 /// Bias correction moves the int8 model's answers towards float's: on crops that neither
-/// calibration nor anything else saw, the int8 scheme's softmax outputs differ from float's by
-/// less (mean total variation) with the correction than without.
+/// calibration nor anything else saw, the int8 and weight-only schemes' softmax outputs differ
+/// from float's by less (mean total variation) with the correction than without.
 #[test]
 fn bias_correction_brings_int8_answers_closer_to_float() {
     use kestrel_trainer::evaluate::logits;
@@ -211,10 +211,10 @@ fn bias_correction_brings_int8_answers_closer_to_float() {
         rows.chunks(classes).map(kestrel_runtime::classifier::softmax).collect()
     };
     let reference = probabilities(float.clone());
-    let distance = |bias_correction: bool| {
+    let distance = |scheme: Scheme, bias_correction: bool| {
         let options = Options {
             bias_correction,
-            ..Options::new(Scheme::Int8)
+            ..Options::new(scheme)
         };
         let (bundle, _) = quantize::quantize(&float, Some(&calibration), &options, &path).expect("quantize");
         let got = probabilities(bundle);
@@ -225,16 +225,20 @@ fn bias_correction_brings_int8_answers_closer_to_float() {
             .sum();
         tv / reference.len() as f64
     };
-    let (plain, corrected) = (distance(false), distance(true));
-    println!(
-        "{} held-out crops: mean total variation from float {plain:.4} without, {corrected:.4} with bias correction",
-        reference.len()
-    );
     assert!(reference.len() >= 20, "too few held-out crops: {}", reference.len());
-    assert!(
-        corrected < 0.9 * plain,
-        "bias correction did not bring int8 closer to float: {corrected:.4} vs {plain:.4}"
-    );
+    // Weight-only too: it reads no activation ranges, but its weights round the same way.
+    for scheme in [Scheme::Int8, Scheme::WeightOnly] {
+        let (plain, corrected) = (distance(scheme, false), distance(scheme, true));
+        println!(
+            "{scheme}, {} held-out crops: mean total variation from float {plain:.4} without, {corrected:.4} with \
+             bias correction",
+            reference.len()
+        );
+        assert!(
+            corrected < 0.9 * plain,
+            "{scheme}: bias correction did not bring int8 closer to float: {corrected:.4} vs {plain:.4}"
+        );
+    }
 }
 
 /// The int8 scheme's plan, read off tract: every Conv and residual Add of Lite0 runs on Kestrel's

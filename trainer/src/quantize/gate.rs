@@ -426,7 +426,7 @@ pub fn search(
     let base = |method| Options {
         method,
         per_channel: request.per_channel,
-        bias_correction: request.bias_correction,
+        bias_correction: request.bias_correction && calibration.is_some(),
         ..Options::new(request.scheme)
     };
     for &m in &methods {
@@ -460,6 +460,7 @@ pub fn search(
             if !passed {
                 let weights_only = Options {
                     per_channel: request.per_channel,
+                    bias_correction: request.bias_correction,
                     ..Options::new(Scheme::WeightOnly)
                 };
                 try_options(weights_only, &mut attempts)?;

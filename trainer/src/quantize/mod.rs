@@ -133,7 +133,8 @@ pub struct Options {
     pub method: RangeMethod,
     /// Conv node names kept in float (weight-only) whatever the scheme.
     pub keep_float: Vec<String>,
-    /// Correct each layer's bias for its weights' rounding ([`bias`]); calibrated schemes only.
+    /// Correct each layer's bias for its weights' rounding ([`bias`]), from the calibration
+    /// images' channel means (without images nothing is corrected: say `false` then).
     pub bias_correction: bool,
 }
 
@@ -157,12 +158,12 @@ impl Options {
         );
         if self.scheme.needs_calibration() {
             s.push_str(&format!(" · {}", self.method));
-            if self.bias_correction {
-                s.push_str(" · bias-corrected");
-            }
-            if !self.keep_float.is_empty() {
-                s.push_str(&format!(" · {} layers float", self.keep_float.len()));
-            }
+        }
+        if self.bias_correction {
+            s.push_str(" · bias-corrected");
+        }
+        if self.scheme.needs_calibration() && !self.keep_float.is_empty() {
+            s.push_str(&format!(" · {} layers float", self.keep_float.len()));
         }
         s
     }
@@ -187,8 +188,10 @@ pub fn quantize(
         }
     };
     let keep_float: HashSet<String> = options.keep_float.iter().cloned().collect();
+    // Weight-only reads no ranges, but its weights round all the same: corrected too when images
+    // were given.
     let means = calibration
-        .filter(|_| options.bias_correction && options.scheme.needs_calibration())
+        .filter(|_| options.bias_correction)
         .map(Calibration::channel_means);
     let plan = rewrite::Plan {
         scheme: options.scheme,
@@ -202,7 +205,7 @@ pub fn quantize(
     let mut metadata = bundle.metadata.clone();
     metadata.model_card.precision = options.scheme.precision().into();
     let mut note = format!("{}; {}", options.label(), options.scheme.describe());
-    if let Some(c) = calibration.filter(|_| options.scheme.needs_calibration()) {
+    if let Some(c) = calibration.filter(|_| options.scheme.needs_calibration() || means.is_some()) {
         note.push_str(&format!("; calibrated on {} images", c.images));
     }
     metadata.model_card.notes = Some(match bundle.metadata.model_card.notes.as_deref() {
@@ -216,7 +219,11 @@ pub fn quantize(
 /// the number of int8 weight tensors.
 pub fn quantize_bundle(input: &Path, output: &Path) -> Result<usize, QuantizeError> {
     let bundle = Bundle::read(input)?;
-    let (q, done) = quantize(&bundle, None, &Options::new(Scheme::WeightOnly), input)?;
+    let options = Options {
+        bias_correction: false,
+        ..Options::new(Scheme::WeightOnly)
+    };
+    let (q, done) = quantize(&bundle, None, &options, input)?;
     Bundle::write(q.proto, &q.metadata, output)?;
     Ok(done.int8_weights)
 }
@@ -232,7 +239,7 @@ pub fn calibrate_and_write(
     out: &Path,
     on_attempt: impl FnMut(&gate::Attempt),
 ) -> Result<gate::Outcome, QuantizeError> {
-    let calibration = if request.scheme.needs_calibration() {
+    let calibration = if request.scheme.needs_calibration() || request.bias_correction {
         let shape = float.metadata.preprocess.batch_shape(1);
         Some(calibrate::calibrate(&float.proto, shape, &inputs.calibration, model)?)
     } else {
@@ -256,15 +263,12 @@ pub fn calibrate_and_write(
         metrics.insert("held_out_agreement_with_float".into(), e.top1);
         metrics.insert("held_out_images".into(), e.images as f64);
     }
-    if attempt.options.scheme.needs_calibration() {
+    let calibrated = attempt.options.scheme.needs_calibration() || attempt.options.bias_correction;
+    if calibrated {
         metrics.insert("calibration_views".into(), inputs.calibration.len() as f64);
     }
     if let Some(notes) = bundle.metadata.model_card.notes.as_mut() {
-        let role = if attempt.options.scheme.needs_calibration() {
-            "calibration"
-        } else {
-            "checked on"
-        };
+        let role = if calibrated { "calibration" } else { "checked on" };
         notes.push_str(&format!("; {role}: {}", inputs.source));
     }
     Bundle::write(bundle.proto.clone(), &bundle.metadata, out)?;

@@ -136,7 +136,7 @@ pub struct QuantizeArgs {
     pub out: PathBuf,
     /// Your images: class folders (the training data) or any folder of photos, a few hundred
     /// are plenty. Required for every scheme but weight-only, which without it is written
-    /// unchecked.
+    /// unchecked and without bias correction.
     #[arg(long, value_name = "DIR")]
     pub calibrate: Option<PathBuf>,
     /// The int8 graph form: int8 runs on Kestrel's integer kernels; weight-only keeps float
