@@ -194,6 +194,26 @@ impl Pass<'_> {
     /// The float bias `b` as int32 in the unit `x_scale · w_scale[c]`, behind a per-channel
     /// DequantizeLinear: the bias form ONNX QDQ tools write.
     fn int32_bias(&mut self, b: &pb::TensorProto, x_scale: f32, w_scales: &[f32]) -> Result<String, QuantizeError> {
+        let (q_name, scales) = self.int32_tensor(b, x_scale, w_scales)?;
+        self.inits
+            .push(f32_tensor(&format!("{}.scale", b.name), &[scales.len()], &scales));
+        self.nodes.push(node(
+            "DequantizeLinear",
+            &[&q_name, &format!("{}.scale", b.name)],
+            &b.name,
+            vec![int_attr("axis", 0)],
+        ));
+        Ok(b.name.clone())
+    }
+
+    /// Adds `{b}.int32`, the float bias `b` in units of `x_scale · w_scale[c]` (one weight scale
+    /// for all channels when `w_scales` has one); returns its name and those units.
+    fn int32_tensor(
+        &mut self,
+        b: &pb::TensorProto,
+        x_scale: f32,
+        w_scales: &[f32],
+    ) -> Result<(String, Vec<f32>), QuantizeError> {
         let data = f32s(b).ok_or_else(|| QuantizeError::Unsupported {
             name: b.name.clone(),
             path: self.path.to_path_buf(),
@@ -210,17 +230,9 @@ impl Pass<'_> {
             })
             .collect();
         let q_name = format!("{}.int32", b.name);
-        let dims = [data.len() as i64];
-        self.inits.push(raw_tensor(&q_name, &dims, DataType::Int32, q));
         self.inits
-            .push(f32_tensor(&format!("{}.scale", b.name), &[data.len()], &scales));
-        self.nodes.push(node(
-            "DequantizeLinear",
-            &[&q_name, &format!("{}.scale", b.name)],
-            &b.name,
-            vec![int_attr("axis", 0)],
-        ));
-        Ok(b.name.clone())
+            .push(raw_tensor(&q_name, &[data.len() as i64], DataType::Int32, q));
+        Ok((q_name, scales))
     }
 
     /// `DequantizeLinear(int8 weight)` standing in for the float initializer `name`.
@@ -260,17 +272,11 @@ impl Pass<'_> {
         let scale_dims: &[usize] = if per_channel { &[rows] } else { &[] };
         self.inits
             .push(f32_tensor(&format!("{name}.scale"), scale_dims, &scales));
-        let per_row = data.len() / rows;
-        let rounded = q
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v as f32 * scales[if per_channel { i / per_row.max(1) } else { 0 }])
-            .collect();
         Ok(Int8Weight {
             name: q_name,
             scales,
             float: data,
-            rounded,
+            q,
         })
     }
 
@@ -279,9 +285,10 @@ impl Pass<'_> {
     fn corrected_bias(&self, layer: &pb::NodeProto, b: &pb::TensorProto, w: &Int8Weight) -> Option<pb::TensorProto> {
         let means = self.means?.get(layer.input.first()?)?;
         let bias = f32s(b)?;
+        let rounded = w.rounded();
         let rounded = Rounded {
             weights: &w.float,
-            rounded: &w.rounded,
+            rounded: &rounded,
             out_channels: bias.len(),
             groups: attr_int(layer, "group").unwrap_or(1).max(1) as usize,
         };
@@ -304,10 +311,23 @@ impl Pass<'_> {
 struct Int8Weight {
     /// The int8 initializer.
     name: String,
+    /// One per output channel, or one for the tensor.
     scales: Vec<f32>,
     float: Vec<f32>,
-    /// The int8 values times their scales: what the layer computes with.
-    rounded: Vec<f32>,
+    q: Vec<i8>,
+}
+
+impl Int8Weight {
+    /// The int8 values times their scales: what the layer computes with (only bias correction
+    /// asks, so it is not kept for every layer).
+    fn rounded(&self) -> Vec<f32> {
+        let per_row = self.q.len() / self.scales.len().max(1);
+        self.q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * self.scales[(i / per_row.max(1)).min(self.scales.len().saturating_sub(1))])
+            .collect()
+    }
 }
 
 /// Counts of what the rewrite did, for the report and the model card.
@@ -459,24 +479,8 @@ pub fn rewrite(proto: &mut pb::ModelProto, plan: &Plan, path: &std::path::Path) 
                 ];
                 if let Some(b) = bias {
                     replaced.insert(b.name.as_str());
-                    let b = &pass.corrected_bias(n, b, &w).unwrap_or_else(|| b.clone());
-                    let data = f32s(b).ok_or_else(|| QuantizeError::Unsupported {
-                        name: b.name.clone(),
-                        path: path.into(),
-                    })?;
-                    let q: Vec<u8> = data
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(c, v)| {
-                            let s = x.scale * w.scales[if plan.per_channel { c } else { 0 }];
-                            let q = (*v as f64 / s as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32;
-                            q.to_le_bytes()
-                        })
-                        .collect();
-                    let b_name = format!("{}.int32", b.name);
-                    pass.inits
-                        .push(raw_tensor(&b_name, &[data.len() as i64], DataType::Int32, q));
-                    inputs.push(b_name);
+                    let b = pass.corrected_bias(n, b, &w).unwrap_or_else(|| b.clone());
+                    inputs.push(pass.int32_tensor(&b, x.scale, &w.scales)?.0);
                 }
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 let q_out = format!("{out}.q");
