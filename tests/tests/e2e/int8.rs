@@ -86,6 +86,58 @@ fn shipped_int8_bundle_is_reproducible_and_keeps_its_answers() {
     }
 }
 
+/// The weight-only form (what `quantize --scheme weight-only` writes without images, and the
+/// gate's last fallback): every Conv/Gemm weight int8, a quarter of the float size, and at load
+/// the dequantisation is folded away (by tract for the Convs, by Kestrel for the classifier, whose
+/// 5 MB tract leaves to run on every inference), so it runs the float plan's kernels and nothing
+/// else. Without images its card claims no bias correction.
+#[test]
+fn weight_only_bundle_runs_the_float_plan() {
+    use kestrel_trainer::quantize::{self, Options, Scheme};
+    let path = shipped_imagenet_bundle();
+    let float_bundle = Bundle::read(&path).expect("float bundle");
+    let (bundle, done) =
+        quantize::quantize(&float_bundle, None, &Options::new(Scheme::WeightOnly), &path).expect("weight-only");
+    assert_eq!(done.int8_weights, 50, "49 convolutions and the classifier");
+    let graph = bundle.proto.graph.as_ref().expect("graph");
+    let int8 = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == tract_onnx::pb::tensor_proto::DataType::Int8 as i32)
+        .count();
+    assert_eq!(int8, 50, "49 convolutions and the classifier");
+    let card = &bundle.metadata.model_card;
+    assert_eq!(card.precision, "int8-weight-only");
+    let notes = card.notes.as_deref().unwrap_or("");
+    assert!(
+        notes.contains("weight-only") && !notes.contains("bias-corrected"),
+        "{notes}"
+    );
+
+    let float = Classifier::load(&path, &LoadOptions::default()).expect("float");
+    let weights = Classifier::from_bundle(bundle, &path, &LoadOptions::default()).expect("weight-only");
+    let (ops, float_ops) = (weights.op_names(), float.op_names());
+    println!("weight-only plan: {} ops: {ops:?}", ops.len());
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    for kernel in ["OptMatMul", "DepthWiseConv", "LazyIm2col", "OptBinChain(Max+Min)"] {
+        assert_eq!(count(&ops, kernel), count(&float_ops, kernel), "{kernel}: {ops:?}");
+    }
+    assert!(
+        !ops.iter().any(|o| o.contains("Quant")),
+        "quantisation ops at run time: {ops:?}"
+    );
+    assert_eq!(count(&ops, "Cast"), 0, "nothing decodes int8 at run time: {ops:?}");
+    let chelsea = sample("chelsea.png");
+    let (a, b) = (
+        float.classify(&chelsea).expect("float"),
+        weights.classify(&chelsea).expect("int8"),
+    );
+    assert_eq!(
+        a.top_k(float.labels(), 1)[0].index,
+        b.top_k(weights.labels(), 1)[0].index
+    );
+}
+
 /// Activation-quantised schemes on the ImageNet bundle, calibrated on the sample photos: each
 /// compiles to integer kernels in tract (no silent fall-back to float), and still names the cat.
 #[test]

@@ -134,7 +134,7 @@ pub struct Options {
     /// Conv node names kept in float (weight-only) whatever the scheme.
     pub keep_float: Vec<String>,
     /// Correct each layer's bias for its weights' rounding ([`bias`]), from the calibration
-    /// images' channel means (without images nothing is corrected: say `false` then).
+    /// images' channel means (without images there is nothing to correct with).
     pub bias_correction: bool,
 }
 
@@ -187,6 +187,11 @@ pub fn quantize(
             });
         }
     };
+    // Without images there are no means to correct with: the card must not claim a correction.
+    let options = &Options {
+        bias_correction: options.bias_correction && calibration.is_some(),
+        ..options.clone()
+    };
     let keep_float: HashSet<String> = options.keep_float.iter().cloned().collect();
     // Weight-only reads no ranges, but its weights round all the same: corrected too when images
     // were given.
@@ -219,11 +224,7 @@ pub fn quantize(
 /// the number of int8 weight tensors.
 pub fn quantize_bundle(input: &Path, output: &Path) -> Result<usize, QuantizeError> {
     let bundle = Bundle::read(input)?;
-    let options = Options {
-        bias_correction: false,
-        ..Options::new(Scheme::WeightOnly)
-    };
-    let (q, done) = quantize(&bundle, None, &options, input)?;
+    let (q, done) = quantize(&bundle, None, &Options::new(Scheme::WeightOnly), input)?;
     Bundle::write(q.proto, &q.metadata, output)?;
     Ok(done.int8_weights)
 }
