@@ -2,6 +2,7 @@
 //! (`scripts/fetch-assets.sh` puts them in the asset cache), and against the real programs it
 //! talks to (a browser, an MQTT broker).
 
+mod browser;
 mod classify;
 mod config;
 mod mqtt;

@@ -89,18 +89,22 @@ pub struct Running {
     pub child: std::process::Child,
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The readers of stdout and stderr; they end at the child's end of output.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(stream: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> (Lines, std::thread::JoinHandle<()>) {
     use std::io::BufRead;
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = std::sync::Arc::clone(&lines);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
             sink.lock().expect("lines").push(line);
         }
     });
-    lines
+    (lines, reader)
 }
 
 impl Running {
@@ -115,9 +119,14 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn kestrel");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        Running { child, stdout, stderr }
+        let (stdout, out_reader) = collect(child.stdout.take().expect("stdout"));
+        let (stderr, err_reader) = collect(child.stderr.take().expect("stderr"));
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers: vec![out_reader, err_reader],
+        }
     }
 
     /// The first stderr line `pick` accepts, waiting up to `timeout`.
@@ -162,13 +171,15 @@ impl Running {
         })
     }
 
-    /// SIGTERM, as a service manager stops it, then waits.
+    /// SIGTERM, as a service manager stops it, then waits for it and for the last of its output.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let status = self.child.wait().expect("wait");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
         (status, self.lines(), self.stderr.lock().expect("lines").clone())
     }
 }

@@ -1,9 +1,9 @@
 //! `kestrel run --http`: the page in a real browser (Debian's chromium), the API and metrics
 //! through a real HTTP client (curl), and the token.
 
-use std::process::Command;
 use std::time::Duration;
 
+use super::browser::Browser;
 use super::util::*;
 
 /// A run fed the cat photo over stdin (as `rpicam-vid | kestrel run --source mjpeg:-`) with the
@@ -47,52 +47,45 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
     k
 }
 
-/// The page loads in headless chromium, shows the video with the model's label over it, and a
-/// screenshot of the video area is a picture, not an empty box.
+/// The page loads in headless chromium, shows the label of live results (two different frames'
+/// results, so the server-sent events reach it) and the video under it, and a screenshot of the
+/// video area is a picture, not an empty box.
 #[test]
 fn the_page_shows_live_frames_and_labels_in_a_browser() {
     let run = cat_stream(&[]);
     let addr = run.web_addr();
     run.wait_lines(3, Duration::from_secs(60));
-    let profile = tempfile::tempdir().expect("tempdir");
-    let shot = profile.path().join("shot.png");
-    let chromium = |what: &[&str]| {
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1280,800",
-                // The video never finishes loading: stop waiting after this and render.
-                "--timeout=5000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().join("profile").display()))
-            .args(what)
-            .arg(format!("http://{addr}/"))
-            .output()
-            .expect("chromium runs (apt-get install chromium)")
-    };
-    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).into_owned();
-    let label = dom
-        .split("<div id=\"label\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(CATS.contains(&label.as_str()), "the page's label is `{label}`:\n{dom}");
-    assert!(dom.contains("inference"), "timings missing:\n{dom}");
-    let out = chromium(&[&format!("--screenshot={}", shot.display())]);
-    assert!(
-        shot.is_file(),
-        "no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut browser = Browser::launch(dir.path());
+    browser.navigate(&format!("http://{addr}/"));
+    // Waits on the page's state, not on a time budget; the deadline only bounds a broken page.
+    let shown = browser.eval(
+        r#"new Promise((resolve, reject) => {
+            const label = document.getElementById("label");
+            const video = document.getElementById("video");
+            const frames = new Set();
+            const started = performance.now();
+            const check = () => {
+                if (label.dataset.frame) frames.add(label.dataset.frame);
+                const page = document.body.innerText;
+                if (frames.size >= 2 && video.naturalWidth > 0) {
+                    resolve({ label: label.textContent, page });
+                } else if (performance.now() - started > 60000) {
+                    reject(new Error(`in 60 s: results shown for ${frames.size} frames, ` +
+                        `video ${video.naturalWidth} px wide; the page:\n${page}`));
+                } else {
+                    setTimeout(check, 20);
+                }
+            };
+            check();
+        })"#,
     );
-    let img = image::open(&shot).expect("screenshot decodes").to_rgb8();
+    let label = shown["label"].as_str().unwrap_or_default();
+    let page = shown["page"].as_str().unwrap_or_default();
+    assert!(CATS.contains(&label), "the page's label is `{label}`:\n{page}");
+    assert!(page.contains("inference"), "timings missing:\n{page}");
+    let shot = browser.screenshot();
+    let img = image::load_from_memory(&shot).expect("screenshot decodes").to_rgb8();
     // The video fills the left of the page (from 16 px in); the page around it is #111.
     let region: Vec<f64> = (200..600)
         .step_by(4)
