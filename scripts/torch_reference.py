@@ -12,9 +12,12 @@ CPU, so that scripts/bench-accuracy.sh can put the two side by side.
                views of each training image, computed once; dropout then a new linear head,
                AdamW, label smoothing, 1 warm-up epoch then cosine to 1% of the peak, per step;
                early stopping on validation loss; the best epoch's weights kept
-  phase 2      the top UNFREEZE_BLOCKS blocks, the head conv and the classifier train on freshly
-               augmented images, every BatchNorm in inference mode (frozen), a lower rate, the
-               same schedule; the result replaces phase 1's only by a lower validation loss
+  phase 2      the top UNFREEZE_BLOCKS blocks, the head conv and the classifier train on the
+               views --finetune-augment names (fit's default `none`: the plain view; `flip`: plain
+               or mirrored; `same`: augmented as phase 1's views), every BatchNorm in inference
+               mode (frozen), a lower rate, the same schedule; the result replaces phase 1's only
+               by a lower validation loss. Every step runs the whole network, as a plain PyTorch
+               loop does (fit keeps the frozen blocks' output of fixed views instead).
   augmentation random resized crop (area 0.35-1, aspect 3/4-4/3), horizontal flip, rotation
                +-10 deg, brightness/contrast/saturation +-0.2, random erasing p 0.25 filled grey:
                fit's defaults, drawn by torchvision rather than by Kestrel's code
@@ -103,6 +106,7 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-lr", type=float, default=1e-4)
     ap.add_argument("--unfreeze-blocks", type=int, default=4)
+    ap.add_argument("--finetune-augment", choices=["none", "flip", "same"], default="none")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
@@ -223,8 +227,17 @@ def main():
                     params.append(p)
         model.eval()
 
+        def finetune_input(idx):
+            if args.finetune_augment == "same":
+                return torch.stack([augment(train[i][0]) for i in idx.tolist()])
+            x = views[0][idx]
+            if args.finetune_augment == "flip":
+                flip = torch.rand(len(idx)) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            return x
+
         def finetune_loss(idx):
-            x = torch.stack([augment(train[i][0]) for i in idx.tolist()])
+            x = finetune_input(idx)
             feats = model.forward_head(model.forward_features(x), pre_logits=True)
             return F.cross_entropy(model.get_classifier()(dropout(feats)), train_y[idx],
                                    label_smoothing=args.label_smoothing)

@@ -83,6 +83,37 @@ impl Augment {
     }
 }
 
+/// What fine-tuning (phase 2) trains on. The head phase's augmented views use `[augment]`.
+///
+/// `none` is the default because it measured best: on Fashion-MNIST and ELPV, fine-tuning on
+/// plain views beat the frozen head and fine-tuning on `[augment]`'s views did not
+/// (docs/benchmarks.md, "Accuracy"). With `none` or `flip`, the frozen blocks' output for each
+/// view is computed once and kept, so later epochs only run the unfrozen top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FinetuneAugment {
+    /// Each training image as validation and the runtime see it.
+    None,
+    /// The plain view or its mirror image, drawn per image and epoch.
+    Flip,
+    /// Freshly augmented with the `[augment]` settings every epoch.
+    Same,
+}
+
+impl FinetuneAugment {
+    /// The augmentation a freshly drawn view gets, `augment` being the head phase's.
+    pub fn settings(self, augment: &Augment) -> Augment {
+        match self {
+            FinetuneAugment::None => Augment::none(),
+            FinetuneAugment::Flip => Augment {
+                horizontal_flip: true,
+                ..Augment::none()
+            },
+            FinetuneAugment::Same => augment.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FitConfig {
@@ -139,6 +170,8 @@ pub struct FitConfig {
     /// Stop a phase after this many epochs without improvement of `monitor` (0 = never).
     pub early_stopping_patience: usize,
     pub augment: Augment,
+    /// What phase 2 trains on (see [`FinetuneAugment`]).
+    pub finetune_augment: FinetuneAugment,
     /// Threads for decoding images (0 = all cores).
     pub workers: usize,
     /// Images with more pixels than this are skipped (and counted) before they are decoded.
@@ -183,6 +216,7 @@ impl Default for FitConfig {
             monitor: Monitor::ValLoss,
             early_stopping_patience: 5,
             augment: Augment::default(),
+            finetune_augment: FinetuneAugment::None,
             workers: 0,
             max_pixels: kestrel_runtime::decode::DEFAULT_MAX_PIXELS,
             int8_scheme: crate::quantize::Scheme::Int8,
@@ -311,6 +345,17 @@ mod tests {
         assert_eq!(partial.head_epochs, FitConfig::default().head_epochs);
         assert_eq!(partial.augment.erasing, 0.0);
         assert!(partial.augment.horizontal_flip);
+        assert_eq!(partial.finetune_augment, FinetuneAugment::None);
+        let flip: FitConfig = toml::from_str("finetune_augment = \"flip\"\n").expect("parse");
+        assert_eq!(flip.finetune_augment, FinetuneAugment::Flip);
+        assert_eq!(
+            flip.finetune_augment.settings(&flip.augment),
+            Augment {
+                horizontal_flip: true,
+                ..Augment::none()
+            }
+        );
+        assert_eq!(FinetuneAugment::Same.settings(&flip.augment), flip.augment);
         assert!(
             toml::from_str::<FitConfig>("dat = \"typo\"").is_err(),
             "unknown keys are errors"

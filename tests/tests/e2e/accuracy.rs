@@ -43,15 +43,17 @@ fn values<M: Module>(module: &M) -> Vec<Vec<f32>> {
     weights(module).into_iter().map(|(_, v)| v).collect()
 }
 
-/// Mean cross-entropy of `net` (inference mode: no dropout) on one augmented view of every
-/// training image, drawn as fine-tuning epoch `epoch` draws it: the quantity fine-tuning
-/// minimises, on fixed views so that nothing but the weights differs between two networks.
+/// Mean cross-entropy of `net` (inference mode: no dropout) on one view of every training image,
+/// drawn as fine-tuning epoch `epoch` draws it (`finetune_augment`; by default the plain view):
+/// the quantity fine-tuning minimises, on fixed views so that nothing but the weights differs
+/// between two networks.
 fn training_loss(net: &Network, prepared: &train::Prepared, config: &FitConfig, epoch: u64) -> f64 {
     use burn::tensor::{Tensor, TensorData};
     let spec = &prepared.spec;
     let len = spec.tensor_len();
     let device = Backend::Flex.device();
     let net = net.valid();
+    let augment = config.finetune_augment.settings(&config.augment);
     let mut total = 0.0;
     let n = prepared.train.len();
     for start in (0..n).step_by(64) {
@@ -60,7 +62,7 @@ fn training_loss(net: &Network, prepared: &train::Prepared, config: &FitConfig, 
         for (i, out) in (start..end).zip(pixels.chunks_exact_mut(len)) {
             let mut rng = train::recipe::rng_for(config.seed, 4, epoch, i as u64);
             let image = prepared.train.image(i).expect("image");
-            kestrel_trainer::data::augment::augmented(&image, spec, &config.augment, &mut rng, out).expect("view");
+            kestrel_trainer::data::augment::augmented(&image, spec, &augment, &mut rng, out).expect("view");
         }
         let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(end - start)), &device);
         let logits = net.forward(x).into_data().try_to_vec::<f32>().expect("logits");
@@ -116,7 +118,7 @@ fn a_short_default_recipe_on_distinct_photos_meets_measured_floors_and_fine_tune
         .expect("last.ckpt")
         .model;
     let pretrained = pretrained();
-    // Views of the training images no epoch drew (epoch 99 of 3).
+    // Views as an epoch draws them (epoch 99 of 3: with augmentation on, views none drew).
     let (before, after) = (
         training_loss(&frozen.model, &fitted.data, &config, 99),
         training_loss(&last, &fitted.data, &config, 99),
@@ -124,18 +126,19 @@ fn a_short_default_recipe_on_distinct_photos_meets_measured_floors_and_fine_tune
     let (head, tuned) = (frozen.validation.top1, fitted.validation.top1);
     println!(
         "Fashion-MNIST 10×60, 64 px: val top-1 frozen head {:.1}%, after fine-tuning {:.1}%; \
-         training loss on unseen augmented views {before:.4} → {after:.4} ({:.3}×)",
+         training loss {before:.4} → {after:.4} ({:.3}×)",
         100.0 * head,
         100.0 * tuned,
         after / before
     );
-    // Measured on this code (2026-11-30, flex, seed 42): 82.0% and 82.5% of 200 validation
-    // photos, loss 0.7029 → 0.6242 (0.888×). Floors 5 pt (10 photos) below what was measured, for
-    // other CPUs' rounding; a head that learns nothing scores 10%.
+    // Measured on this code (2026-11-30, flex, seed 42, fine-tuning on plain views): 82.0% and
+    // 83.5% of 200 validation photos, training loss 0.2822 → 0.1590 (0.564×). Floors 5 pt (10
+    // photos) below what was measured, for other CPUs' rounding; a head that learns nothing
+    // scores 10%.
     assert!(head >= 0.77, "frozen head: val top-1 {:.1}% < 77%", 100.0 * head);
     assert!(
-        tuned >= 0.77,
-        "after fine-tuning: val top-1 {:.1}% < 77%",
+        tuned >= 0.785,
+        "after fine-tuning: val top-1 {:.1}% < 78.5%",
         100.0 * tuned
     );
 
@@ -164,8 +167,9 @@ fn a_short_default_recipe_on_distinct_photos_meets_measured_floors_and_fine_tune
         0.0,
         "BatchNorm running statistics changed during fine-tuning (they must stay in inference mode)"
     );
+    // Measured 0.564×; a step that barely learns stays near 1.
     assert!(
-        after < before,
-        "fine-tuning did not lower the training loss: {before:.4} → {after:.4}"
+        after < 0.8 * before,
+        "fine-tuning did not lower the training loss enough: {before:.4} → {after:.4} (limit 0.8×)"
     );
 }

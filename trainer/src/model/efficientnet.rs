@@ -228,13 +228,43 @@ impl EfficientNet {
 
     /// Pooled backbone features `[N, 1280]`; the head's input.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let all = self.blocks.len();
+        self.features_from(self.trunk(images, all), all)
+    }
+
+    /// The activations entering block `first` (stem and blocks `..first`): what fine-tuning's
+    /// frozen part computes, the same for an image whatever the epoch.
+    pub fn trunk(&self, images: Tensor<4>, first: usize) -> Tensor<4> {
         let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
-        for block in &self.blocks {
+        for block in &self.blocks[..first.min(self.blocks.len())] {
+            x = block.forward(x);
+        }
+        x
+    }
+
+    /// Pooled features from the activations entering block `first` ([`Self::trunk`]'s output).
+    pub fn features_from(&self, x: Tensor<4>, first: usize) -> Tensor<2> {
+        let mut x = x;
+        for block in &self.blocks[first.min(self.blocks.len())..] {
             x = block.forward(x);
         }
         let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
         // Global average pooling.
         x.mean_dims(&[2, 3]).flatten(1, 3)
+    }
+
+    /// Logits from the activations entering block `first`.
+    pub fn forward_from(&self, x: Tensor<4>, first: usize) -> Tensor<2> {
+        self.head(self.features_from(x, first))
+    }
+
+    /// The first block fine-tuning trains with `unfreeze_blocks` unfrozen (0 = all).
+    pub fn first_trainable(&self, unfreeze_blocks: usize) -> usize {
+        if unfreeze_blocks == 0 {
+            0
+        } else {
+            self.blocks.len().saturating_sub(unfreeze_blocks)
+        }
     }
 
     /// Head only: dropout then the classifier, on pooled features.
@@ -250,12 +280,7 @@ impl EfficientNet {
     /// the classifier; every BatchNorm stays frozen in inference mode (the guides' advice for
     /// small fine-tuning batches).
     pub fn freeze_for_finetune(mut self, unfreeze_blocks: usize) -> Self {
-        let n = self.blocks.len();
-        let first_trainable = if unfreeze_blocks == 0 {
-            0
-        } else {
-            n.saturating_sub(unfreeze_blocks)
-        };
+        let first_trainable = self.first_trainable(unfreeze_blocks);
         self.conv_stem = self.conv_stem.freeze();
         self.bn0 = self.bn0.freeze();
         self.bn1 = self.bn1.freeze();
@@ -292,6 +317,28 @@ mod tests {
         let x = Tensor::<4>::zeros([2, 3, 64, 64], &device);
         assert_eq!(model.features(x.clone()).dims(), [2, FEATURES]);
         assert_eq!(model.forward(x).dims(), [2, 5]);
+    }
+
+    /// Fine-tuning's split of the network (frozen trunk, then the rest) is the whole network.
+    #[test]
+    fn trunk_then_the_rest_is_the_whole_forward() {
+        let device = Device::flex();
+        let model = EfficientNet::new(&LITE0, &device).with_classes(4, &device);
+        let x = Tensor::<4>::random([2, 3, 64, 64], burn::tensor::Distribution::Default, &device);
+        let whole = model
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("logits");
+        for first in [0, 5, 12, 16] {
+            let split = model.forward_from(model.trunk(x.clone(), first), first);
+            let split = split.into_data().try_to_vec::<f32>().expect("logits");
+            let d = whole.iter().zip(&split).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(d < 1e-5, "split at block {first}: off by {d}");
+        }
+        assert_eq!(model.first_trainable(4), 12);
+        assert_eq!(model.first_trainable(0), 0);
+        assert_eq!(model.first_trainable(99), 0);
     }
 
     /// The published Lite2 checkpoint's shapes (width 1.1, depth 1.2): 21 blocks, stage

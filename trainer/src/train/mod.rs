@@ -2,7 +2,8 @@
 //! 1. **head**: the backbone is frozen, so each training image's pooled features are computed
 //!    once (plain view plus `feature_views` augmented views) and the new head trains on them;
 //! 2. **finetune**: the top `unfreeze_blocks` blocks, the head conv and the classifier train at a
-//!    lower learning rate on freshly augmented images; BatchNorm stays in inference mode.
+//!    lower learning rate on the views `finetune_augment` names (plain by default, so the frozen
+//!    blocks' output is computed once per view: `boundary`); BatchNorm stays in inference mode.
 //!
 //! Every epoch ends with validation, a checkpoint (`last.ckpt`, and `best.ckpt` on improvement)
 //! and a rewritten `metrics.csv`. A killed run resumes from `last.ckpt`. The run ends on the best
@@ -14,6 +15,7 @@
 //! checkpoints), [`recipe`] (loss, optimiser, schedule), [`RunDir`] (the run folder),
 //! [`finish`] (export, runtime evaluation, report, int8).
 
+mod boundary;
 pub mod checkpoint;
 mod epoch;
 pub mod experiments;

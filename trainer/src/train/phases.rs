@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::FitError;
+use super::boundary::Boundary;
 use super::checkpoint::{self, Phase, RunState};
 use super::epoch::{EpochTrain, best_so_far, end_epoch};
 use super::features::{head_features, predict, to_vec};
@@ -210,7 +211,9 @@ pub(crate) fn head_phase(
     Ok(best_so_far(backbone, run, model, template))
 }
 
-/// Phase 2: the top blocks, the head conv and the classifier on freshly augmented images.
+/// Phase 2: the top blocks, the head conv and the classifier, on the views `finetune_augment`
+/// names: fixed views through the kept frozen-block output ([`Boundary`]) when it applies, else
+/// images augmented afresh each step through the whole network.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finetune_phase(
     config: &FitConfig,
@@ -226,13 +229,14 @@ pub(crate) fn finetune_phase(
     let device = config.device()?;
     let train_device = device.clone().autodiff();
     let template = model.clone();
+    let first = model.first_trainable(config.unfreeze_blocks);
+    let boundary = Boundary::new(config, &model, data, first)?;
     let trainable = backbone
         .freeze_for_finetune(model, config.unfreeze_blocks)
         .fork(&train_device)
         .train();
     let loss_fn = loss_fn(config, dataset, &train_device);
     let mut optim = checkpoint::restore_optimizer(&run.last(), optimizer(config), optim_bytes)?;
-    let len = spec.tensor_len();
     let plan = PhasePlan {
         phase: Phase::Finetune,
         epochs: config.finetune_epochs,
@@ -241,6 +245,8 @@ pub(crate) fn finetune_phase(
         shuffle_stream: 3,
         device: &train_device,
     };
+    let augment = config.finetune_augment.settings(&config.augment);
+    let len = spec.tensor_len();
     let trained = run_epochs(
         config,
         run,
@@ -250,24 +256,40 @@ pub(crate) fn finetune_phase(
         &mut optim,
         progress,
         |batch, epoch| {
+            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
+            if let Some(boundary) = &boundary {
+                return Ok((boundary.train_rows(config, data, batch, epoch)?, labels));
+            }
             let mut pixels = vec![0.0f32; batch.len() * len];
             pixels.par_chunks_exact_mut(len).zip(batch.par_iter()).try_for_each(
                 |(out, &i)| -> Result<(), FitError> {
                     let mut rng = rng_for(config.seed, 4, epoch as u64, i as u64);
-                    augment::augmented(&data.train.image(i)?, spec, &config.augment, &mut rng, out)?;
+                    augment::augmented(&data.train.image(i)?, spec, &augment, &mut rng, out)?;
                     Ok(())
                 },
             )?;
-            let labels: Vec<usize> = batch.iter().map(|&i| data.train.labels[i]).collect();
             Ok((pixels, labels))
         },
-        |model, (pixels, labels): (Vec<f32>, Vec<usize>)| {
-            let x = Tensor::<4>::from_data(TensorData::new(pixels, spec.batch_shape(labels.len())), &train_device);
-            loss_fn.forward(model.forward(x), labels_tensor(&labels, &train_device))
+        |model, (x, labels): (Vec<f32>, Vec<usize>)| {
+            let n = labels.len();
+            let logits = match &boundary {
+                Some(b) => model.forward_from(
+                    Tensor::from_data(TensorData::new(x, b.batch_shape(n)), &train_device),
+                    b.first,
+                ),
+                None => model.forward(Tensor::from_data(
+                    TensorData::new(x, spec.batch_shape(n)),
+                    &train_device,
+                )),
+            };
+            loss_fn.forward(logits, labels_tensor(&labels, &train_device))
         },
         |model| {
             let network = model.valid();
-            let logits = predict(&network, spec, &data.val, config.batch_size, &device)?;
+            let logits = match &boundary {
+                Some(b) => b.val_logits(&network, data, config.batch_size)?,
+                None => predict(&network, spec, &data.val, config.batch_size, &device)?,
+            };
             Ok((metrics::evaluate(&logits, &data.val.labels, &dataset.classes), network))
         },
     )?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use kestrel_trainer::backend::Backend;
-use kestrel_trainer::config::{ClassWeights, FitConfig, Monitor, OptimizerKind, Schedule};
+use kestrel_trainer::config::{ClassWeights, FinetuneAugment, FitConfig, Monitor, OptimizerKind, Schedule};
 use kestrel_trainer::quantize::Scheme as QScheme;
 use kestrel_trainer::train::{RunDir, experiments};
 
@@ -328,9 +328,14 @@ pub struct FitArgs {
     /// Epochs without improvement before a phase stops (0 = never).
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Turn every augmentation off.
+    /// Turn every augmentation off (the head's views and fine-tuning's).
     #[arg(long)]
     pub no_augment: bool,
+    /// What fine-tuning trains on: plain views (`none`, the default, measured best), plain or
+    /// mirrored (`flip`), or views augmented like the head phase's (`same`). With `none` and
+    /// `flip` the frozen blocks run once per view, not once per epoch.
+    #[arg(long, value_enum)]
+    pub finetune_augment: Option<FinetuneAugment>,
     /// Threads for decoding (0 = all cores).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -382,7 +387,7 @@ impl FitArgs {
             label_smoothing
         );
         set!(schedule, class_weights, grad_clip, monitor, workers, folds);
-        set!(int8_scheme, int8_max_drop, max_pixels);
+        set!(int8_scheme, int8_max_drop, max_pixels, finetune_augment);
         if let Some(device) = self.device {
             c.device = Some(device);
         }
@@ -397,6 +402,7 @@ impl FitArgs {
         }
         if self.no_augment {
             c.augment = kestrel_trainer::config::Augment::none();
+            c.finetune_augment = FinetuneAugment::None;
         }
         Ok(c)
     }
