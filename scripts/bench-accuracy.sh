@@ -31,47 +31,66 @@ scripts/elpv.sh "$work/elpv" $elpv_per_class
 # fit's defaults except what is named here, given to both tools. Fashion-MNIST's 28 px images
 # are trained at 64 px, as in the training benchmark; ELPV's 300 px photos at Lite0's own 224.
 if [ $quick = 1 ]; then
-    short=(--head-epochs 1 --finetune-epochs 1 --feature-views 1)
+    short=(--head-epochs 1 --feature-views 1)
     sets=("fashion-mnist 64 ${short[*]}" "elpv 64 ${short[*]}")
+    ft_epochs=1
 else
     sets=("fashion-mnist 64" "elpv 224")
+    ft_epochs=5  # fit's default
 fi
 : > "$work/results.jsonl"
 for set in "${sets[@]}"; do
     read -r name size extra <<< "$set"
     # shellcheck disable=SC2206
     recipe=(--image-size "$size" $extra)
+    # The head phase once; each fine-tuning recipe resumes a copy of it (`fit --resume`, which
+    # continues exactly as one uninterrupted run would), so rows differ in fine-tuning only.
     echo "bench-accuracy: $name, kestrel-train fit ${recipe[*]} ($(date +%H:%M:%S))" >&2
-    RUST_LOG=warn "$train" fit --data "$work/$name" --out "$work/run-$name" --backend flex "${recipe[@]}" \
-        --int8-max-drop 100 > "$work/$name.kestrel.log" 2>&1 || { cat "$work/$name.kestrel.log" >&2; exit 1; }
+    RUST_LOG=warn "$train" fit --data "$work/$name" --out "$work/head-$name" --backend flex "${recipe[@]}" \
+        --finetune-epochs 0 --int8-scheme weight-only --int8-max-drop 100 > "$work/$name.head.log" 2>&1 \
+        || { cat "$work/$name.head.log" >&2; exit 1; }
+    for variant in default before; do
+        extra_ft=(); [ $variant = before ] && extra_ft=(--finetune-augment same)
+        cp -r "$work/head-$name" "$work/run-$name-$variant"
+        RUST_LOG=warn "$train" fit --resume --out "$work/run-$name-$variant" --finetune-epochs "$ft_epochs" \
+            "${extra_ft[@]}" --int8-scheme int8 --int8-max-drop 100 > "$work/$name.$variant.log" 2>&1 \
+            || { cat "$work/$name.$variant.log" >&2; exit 1; }
+    done
     ref="$work/$name.torch.json"
     if [ $have_torch = 1 ]; then
         echo "bench-accuracy: $name, torch_reference.py ${recipe[*]} ($(date +%H:%M:%S))" >&2
         "$torch_venv/bin/python" scripts/torch_reference.py --data "$work/$name" --weights "$weights" \
-            "${recipe[@]}" > "$ref"
+            "${recipe[@]}" --finetune-epochs "$ft_epochs" > "$ref"
     else
         echo null > "$ref"
     fi
-    python3 - "$name" "$work/run-$name/report.json" "$ref" "${recipe[*]}" >> "$work/results.jsonl" <<'PY'
+    python3 - "$name" "$work/run-$name-default/report.json" "$ref" "${recipe[*]}" \
+        "$work/run-$name-before/report.json" >> "$work/results.jsonl" <<'PY'
 import json, sys
-name, report, ref, recipe = sys.argv[1:5]
-r = json.load(open(report))
-hist = r["history"]
-head = [h for h in hist if h["phase"] == "head"]
-ft = [h for h in hist if h["phase"] == "finetune"]
+name, report, ref, recipe, before = sys.argv[1:6]
 best = lambda rows: min(rows, key=lambda h: h["val_loss"]) if rows else None
-final = best(hist)
-e = r["evaluation"]
 # Over the whole phase: images ÷ seconds, so a first epoch that fills a cache counts in full.
 rate = lambda rows: len(rows) / sum(1 / h["images_per_second"] for h in rows) if rows else None
-kestrel = {
-    "head_top1": best(head)["val_top1"] if head else None,
-    "final_top1": e["top1"],
-    "final_phase": f"{final['phase']} {final['epoch']}",
-    "recall": {c["class"]: c["recall"] for c in e["per_class"]},
-    "finetune_images_per_second": rate(ft),
-    "head_epochs_run": len(head), "finetune_epochs_run": len(ft),
-}
+
+def kestrel_row(path):
+    r = json.load(open(path))
+    hist = r["history"]
+    head = [h for h in hist if h["phase"] == "head"]
+    ft = [h for h in hist if h["phase"] == "finetune"]
+    final = best(hist)
+    e = r["evaluation"]
+    return r, {
+        "head_top1": best(head)["val_top1"] if head else None,
+        "final_top1": e["top1"],
+        "final_phase": f"{final['phase']} {final['epoch']}",
+        "recall": {c["class"]: c["recall"] for c in e["per_class"]},
+        "finetune_images_per_second": rate(ft),
+        "head_epochs_run": len(head), "finetune_epochs_run": len(ft),
+    }
+
+r, kestrel = kestrel_row(report)
+e = r["evaluation"]
+_, kestrel_before = kestrel_row(before)
 t = json.load(open(ref))
 torch = None if t is None else {
     "head_top1": t["head"]["top1"], "final_top1": t["final"]["top1"],
@@ -82,7 +101,7 @@ torch = None if t is None else {
     "finetune_epochs_run": sum(h["phase"] == "finetune" for h in t["history"]),
 }
 print(json.dumps({"data": name, "recipe": recipe, "train_images": r["train_images"], "val_images": e["images"],
-                  "kestrel": kestrel, "torch": torch}))
+                  "kestrel": kestrel, "kestrel_before": kestrel_before, "torch": torch}))
 PY
 done
 
@@ -110,11 +129,14 @@ md = ["## Accuracy against a PyTorch reference (`scripts/bench-accuracy.sh`, iss
       "is the final model's. Fine-tuning images/s: the phase's training images ÷ its seconds, every epoch's "
       "validation included, and for Kestrel the first epoch's filling of its frozen-block cache (fit's default "
       "`--finetune-augment none` trains on plain views, so the frozen blocks' output is kept; the reference runs "
-      "the whole network every step, as a plain PyTorch loop does).", "",
+      "the whole network every step, as a plain PyTorch loop does). The third row of each data set is fit's "
+      "fine-tuning as it was before (`--finetune-augment same`: images augmented afresh every epoch, as the "
+      "head phase's views), resumed from the same head phase as the first row.", "",
       "| data | train / val images | recipe | tool | head top-1 | final top-1 | final from | recall per class | fine-tune images/s |",
       "|---|---|---|---|---|---|---|---|---|"]
+before_tool = "kestrel-train, fine-tuning as before (`--finetune-augment same`)"
 for r in rows:
-    for tool, k in (("kestrel-train", r["kestrel"]), ("PyTorch", r["torch"])):
+    for tool, k in (("kestrel-train", r["kestrel"]), ("PyTorch", r["torch"]), (before_tool, r.get("kestrel_before"))):
         if k is None:
             md.append(f"| {r['data']} | | | {tool} | not run | | | | |")
             continue
