@@ -73,18 +73,23 @@ impl Browser {
         browser
     }
 
-    /// One command to the browser itself (`session` None) or to the tab; events are skipped.
-    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+    /// Writes one command to the browser itself (`session` None) or to the tab; returns its id.
+    fn send(&mut self, session: Option<&str>, method: &str, params: Value) -> std::io::Result<u64> {
         self.next_id += 1;
-        let id = self.next_id;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
+        let mut msg = json!({ "id": self.next_id, "method": method, "params": params });
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
         }
-        let mut bytes = serde_json::to_vec(&msg).expect("json");
+        let mut bytes = serde_json::to_vec(&msg).map_err(std::io::Error::other)?;
         bytes.push(0);
-        self.to.write_all(&bytes).expect("write to chromium");
-        self.to.flush().expect("flush to chromium");
+        self.to.write_all(&bytes)?;
+        self.to.flush()?;
+        Ok(self.next_id)
+    }
+
+    /// One command and its reply; events read meanwhile are kept for [`Browser::wait_event`].
+    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let id = self.send(session, method, params).expect("write to chromium");
         loop {
             let reply = self.read(method);
             if reply["id"].as_u64() != Some(id) {
@@ -157,11 +162,7 @@ impl Browser {
 /// Closed the way the protocol asks, so no renderer process outlives the test.
 impl Drop for Browser {
     fn drop(&mut self) {
-        self.next_id += 1;
-        let close = json!({ "id": self.next_id, "method": "Browser.close" });
-        let mut bytes = serde_json::to_vec(&close).unwrap_or_default();
-        bytes.push(0);
-        if self.to.write_all(&bytes).and_then(|()| self.to.flush()).is_err() {
+        if self.send(None, "Browser.close", json!({})).is_err() {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();

@@ -36,23 +36,13 @@ pub(crate) struct Boundary {
     device: Device,
     train: Mutex<Rows>,
     /// Every validation image's row, in order, once the first validation has run.
-    val: Mutex<Option<Store>>,
+    val: Mutex<Option<Vec<f32>>>,
 }
 
 /// Rows in a store, with where each (image, view) landed.
 struct Rows {
     store: Store,
     slot: Vec<Option<usize>>,
-}
-
-impl std::fmt::Debug for Boundary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Boundary")
-            .field("first", &self.first)
-            .field("shape", &self.shape)
-            .field("views", &self.views)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Boundary {
@@ -157,28 +147,24 @@ impl Boundary {
         let len = self.row_len();
         let n = data.val.len();
         let mut val = self.val.lock().unwrap_or_else(|e| e.into_inner());
-        if val.is_none() {
-            let mut store = Store::in_memory();
-            let all: Vec<usize> = (0..n).collect();
-            for chunk in all.chunks(batch.max(1)) {
-                let rows =
-                    self.through_frozen(data, chunk, |i, out| Ok(data.val.tensor_into(i, &data.spec, out)?))?;
-                for row in rows.chunks_exact(len) {
-                    store.push_f32(row)?;
+        let rows = match val.take() {
+            Some(rows) => rows,
+            None => {
+                let mut rows = Vec::with_capacity(n * len);
+                let all: Vec<usize> = (0..n).collect();
+                for chunk in all.chunks(batch.max(1)) {
+                    rows.extend(
+                        self.through_frozen(data, chunk, |i, out| Ok(data.val.tensor_into(i, &data.spec, out)?))?,
+                    );
                 }
+                rows
             }
-            *val = Some(store);
-        }
-        let store = val
-            .as_ref()
-            .ok_or_else(|| FitError::Tensor("validation rows missing".into()))?;
+        };
+        let rows = val.insert(rows);
         let mut logits = Vec::with_capacity(n * network.classes());
         for start in (0..n).step_by(batch.max(1)) {
             let end = (start + batch.max(1)).min(n);
-            let mut x = vec![0.0f32; (end - start) * len];
-            for (chunk, i) in x.chunks_exact_mut(len).zip(start..end) {
-                store.f32_into(i, chunk)?;
-            }
+            let x = rows[start * len..end * len].to_vec();
             let x = Tensor::<4>::from_data(TensorData::new(x, self.batch_shape(end - start)), &self.device);
             logits.extend(to_vec(network.forward_from(x, self.first))?);
         }
@@ -199,10 +185,7 @@ impl Boundary {
             .zip(items.par_iter())
             .try_for_each(|(out, &k)| fill(k, out))?;
         let x = Tensor::<4>::from_data(TensorData::new(input, data.spec.batch_shape(items.len())), &self.device);
-        let y = self.frozen.trunk(x, self.first);
-        y.into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| FitError::Tensor(format!("{e:?}")))
+        to_vec(self.frozen.trunk(x, self.first).flatten(1, 3))
     }
 }
 
