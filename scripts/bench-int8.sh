@@ -241,8 +241,12 @@ md += [
        f"{p50('int8', 'tract_1'):.1f} and {t('int8', 'tract_1'):.1f} ms. "
        if p50("float32", "tract_1") and t("float32", "tract_1") and p50("int8", "tract_1") and t("int8", "tract_1")
        else "n/a. ")
-    + "On this 2-vCPU machine 2 threads are slower than 1 for both engines (the table above), so the "
-    "2-thread row measures contention more than Kestrel.",
+    + (f"A second thread here (1-thread p50 ÷ 2-thread p50, dedicated runs): Kestrel float "
+       f"{t('float32', 'tract_1') / t('float32', 'tract_2'):.2f}×, int8 {t('int8', 'tract_1') / t('int8', 'tract_2'):.2f}×. "
+       if t("float32", "tract_2") and t("int8", "tract_2") and t("float32", "tract_1") and t("int8", "tract_1") else "")
+    + "An inference runs on a thread of Kestrel's pool while the pool's other threads spin for work "
+    "(runtime/src/threads.rs); handing each op to sleeping threads, as before, made 2 threads slower than 1 "
+    "for both models on this VM (0.53× int8/float at cc35da0).",
     "",
     "| target | measured | goal | how |",
     "|---|---|---|---|",

@@ -11,6 +11,7 @@ use tract_onnx::tract_core::runtime::RunOptions;
 use crate::bundle::{Bundle, BundleError, ContractError, Metadata};
 use crate::int8::{self, Lowered};
 use crate::preprocess::{self, PreprocessError};
+use crate::threads;
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -29,7 +30,8 @@ pub enum ClassifierError {
 /// Options for [`Classifier::load`].
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Threads tract's matrix products may use; 1 runs everything on the calling thread.
+    /// Threads an inference may use (tract's ops and Kestrel's kernels alike; see
+    /// `threads.rs`); 1 runs everything on the calling thread.
     pub threads: usize,
     /// Lower QDQ int8 graphs to Kestrel's integer kernels ([`crate::int8`]). Off runs the file
     /// as tract alone would (int8 simulated in f32): for comparisons, never faster.
@@ -97,6 +99,8 @@ pub struct Classifier {
     plan: Plan,
     input_shape: [usize; 4],
     int8: Lowered,
+    /// The plan's thread pool (`LoadOptions::threads` above 1), which inferences run on.
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -278,8 +282,14 @@ impl Classifier {
             }
             .into());
         }
-        let plan = catch_tract_panic(|| model.into_runnable_with_options(&options.run_options())).map_err(prepare)?;
+        let run_options = options.run_options();
+        let pool = match &run_options.executor {
+            Some(tract_linalg::multithread::Executor::MultiThread(pool)) => Some(pool.clone()),
+            _ => None,
+        };
+        let plan = catch_tract_panic(|| model.into_runnable_with_options(&run_options)).map_err(prepare)?;
         Ok(Classifier {
+            pool,
             path: path.to_path_buf(),
             metadata: bundle.metadata,
             plan,
@@ -353,9 +363,14 @@ impl Classifier {
     pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, ClassifierError> {
         let infer = self.infer_error();
         let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
-        let outputs = catch_tract_panic(|| self.plan.run(tvec!(tensor.into()))).map_err(infer)?;
-        let logits = outputs[0].to_plain_array_view::<f32>().map_err(infer)?;
-        Ok(logits.iter().copied().collect())
+        threads::run(self.pool.as_deref(), || {
+            catch_tract_panic(|| {
+                let outputs = self.plan.run(tvec!(tensor.into()))?;
+                let logits = outputs[0].to_plain_array_view::<f32>()?;
+                Ok(logits.iter().copied().collect())
+            })
+        })
+        .map_err(infer)
     }
 
     /// Turns tract's errors while running this model into [`ClassifierError::Infer`].
@@ -374,21 +389,25 @@ impl Classifier {
         use tract_onnx::tract_core::plan::{SimpleState, eval};
         let infer = self.infer_error();
         let tensor = Tensor::from_shape(&self.input_shape, input).map_err(infer)?;
-        let mut state = SimpleState::new(&self.plan).map_err(infer)?;
         let mut per_op: HashMap<String, (std::collections::HashSet<usize>, f64)> = HashMap::new();
-        for _ in 0..iterations.max(1) {
-            catch_tract_panic(|| {
-                state.run_plan_with_eval(tvec!(tensor.clone().into()), |ctx, op_state, node, inputs| {
-                    let t = Instant::now();
-                    let out = eval(ctx, op_state, node, inputs);
-                    let entry = per_op.entry(node.op().name().to_string()).or_default();
-                    entry.0.insert(node.id);
-                    entry.1 += t.elapsed().as_secs_f64() * 1e3;
-                    out
-                })
-            })
-            .map_err(infer)?;
-        }
+        // On the pool as `logits` runs, so the profile times what a user's inference does.
+        threads::run(self.pool.as_deref(), || {
+            let mut state = SimpleState::new(&self.plan)?;
+            for _ in 0..iterations.max(1) {
+                catch_tract_panic(|| {
+                    state.run_plan_with_eval(tvec!(tensor.clone().into()), |ctx, op_state, node, inputs| {
+                        let t = Instant::now();
+                        let out = eval(ctx, op_state, node, inputs);
+                        let entry = per_op.entry(node.op().name().to_string()).or_default();
+                        entry.0.insert(node.id);
+                        entry.1 += t.elapsed().as_secs_f64() * 1e3;
+                        out
+                    })
+                })?;
+            }
+            TractResult::Ok(())
+        })
+        .map_err(infer)?;
         let mut rows: Vec<(String, usize, f64)> = per_op
             .into_iter()
             .map(|(name, (nodes, ms))| (name, nodes.len(), ms / iterations.max(1) as f64))

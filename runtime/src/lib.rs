@@ -21,6 +21,7 @@ pub mod preprocess;
 mod resample;
 pub mod source;
 pub mod stats;
+mod threads;
 pub mod web;
 
 pub use bundle::{Bundle, BundleError, ContractError, Metadata, ModelCard};

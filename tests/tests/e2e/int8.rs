@@ -408,6 +408,57 @@ fn float_convolutions_run_on_kestrels_kernels_and_match_tract() {
     assert!(worst < 1e-4, "max |Δlogit| {worst} of the range");
 }
 
+/// More threads change how fast, never what: the shipped float and int8 bundles give the same
+/// logits, bit for bit, on 1, 2 and 3 threads (every kernel splits whole output channels, so each
+/// value is summed in the same order), inference after inference on the same pool.
+#[test]
+fn threads_change_nothing_but_speed() {
+    let photos = assets::photos().expect("photos: run scripts/fetch-assets.sh");
+    let mut inputs = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&photos)
+        .expect("photos")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let path = shipped_imagenet_bundle();
+    let spec = Classifier::load(&path, &LoadOptions::default())
+        .expect("float")
+        .metadata()
+        .preprocess
+        .clone();
+    for file in files.iter().take(6) {
+        let Ok(image) = load_image(file) else { continue };
+        inputs.push(preprocess(&image, &spec).expect("preprocess"));
+    }
+    assert!(inputs.len() >= 4, "{} photos", inputs.len());
+    let int8 = kestrel_e2e::repo_root().join("models/efficientnet-lite0-imagenet.int8.onnx");
+    for bundle in [path, int8] {
+        let load = |threads| {
+            let options = LoadOptions {
+                threads,
+                ..LoadOptions::default()
+            };
+            Classifier::load(&bundle, &options).expect("bundle loads")
+        };
+        let one = load(1);
+        let expected: Vec<Vec<f32>> = inputs.iter().map(|x| one.logits(x).expect("1 thread")).collect();
+        for threads in [2, 3] {
+            let many = load(threads);
+            for round in 0..3 {
+                for (i, x) in inputs.iter().enumerate() {
+                    let got = many.logits(x).expect("threads");
+                    assert!(
+                        got == expected[i],
+                        "{}: {threads} threads, round {round}, photo {i}: logits differ from 1 thread's",
+                        bundle.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A model trained in the test, quantised with calibration on its own training split: the
 /// int8 bundle passes the gate and agrees with float on fresh images; a broken calibration is
 /// refused by the gate, and its fallbacks end in int8 weights alone.

@@ -83,7 +83,9 @@ pub struct ModelArg {
 /// `--threads` and `--format`, the same in every command that infers.
 #[derive(clap::Args)]
 pub struct OutputArgs {
-    /// Threads for inference (matrix products run in parallel above 1).
+    /// Threads for inference. Above 1, every convolution and matrix product splits across them,
+    /// and while a frame is inferred the other threads wait for work spinning, not sleeping (as
+    /// onnxruntime's do): up to one core each busy during inference, none between frames.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
     /// Output format: human-readable lines, or one JSON object per line for scripts.
