@@ -153,7 +153,7 @@ pub(super) fn constant(
 /// A convolution's eval: `run(image, pool, out)` on each image of the batch in `input`, with the
 /// pool tract's plan runs under (`LoadOptions::threads`, so both share the threads), into one
 /// NCHW output of `Y`.
-pub(super) fn eval_images<X: Datum, Y: Datum + Copy + Default>(
+pub(super) fn eval_images<X: Datum, Y: Datum>(
     name: &str,
     g: &Geometry,
     input: &TValue,
@@ -168,17 +168,25 @@ pub(super) fn eval_images<X: Datum, Y: Datum + Copy + Default>(
     );
     let batch = x.len() / per_image;
     let out_per_image = g.out_channels * g.out_h() * g.out_w();
-    let mut out = vec![Y::default(); batch * out_per_image];
     let executor = tract_linalg::multithread::current_tract_executor();
     let pool = match &executor {
         tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
         _ => None,
     };
-    for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
-        run(x, pool, out);
-    }
     let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
-    Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+    output::<Y>(&shape, |out| {
+        for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {
+            run(x, pool, out);
+        }
+    })
+}
+
+/// A new tensor of `shape` whose values `fill` writes in place: the kernels write straight into
+/// what the next op reads (building it from a `Vec` would copy every activation once more).
+fn output<Y: Datum>(shape: &[usize], fill: impl FnOnce(&mut [Y])) -> TractResult<TVec<TValue>> {
+    let mut t = Tensor::zero_dt(Y::datum_type(), shape)?;
+    fill(t.try_as_plain_ram_mut()?.as_slice_mut::<Y>()?);
+    Ok(tvec!(t.into_tvalue()))
 }
 
 /// A convolution's output fact (NCHW of `dt`) and cost (`dt` multiply-adds), for `TypedOp`.
@@ -425,9 +433,7 @@ impl EvalOp for Int8Add {
         let a = inputs[0].try_as_plain_ram()?;
         let b = inputs[1].try_as_plain_ram()?;
         let (a, b) = (a.as_slice::<i8>()?, b.as_slice::<i8>()?);
-        let mut out = vec![0i8; a.len()];
-        kernels::add(&self.0, a, b, &mut out);
-        Ok(tvec!(Tensor::from_shape(inputs[0].shape(), &out)?.into_tvalue()))
+        output::<i8>(inputs[0].shape(), |out| kernels::add(&self.0, a, b, out))
     }
 }
 
@@ -505,9 +511,9 @@ impl EvalOp for Int8Quantize {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        let mut out = vec![0i8; x.len()];
-        kernels::quantize(x, self.scale, self.zero, &mut out);
-        Ok(tvec!(Tensor::from_shape(inputs[0].shape(), &out)?.into_tvalue()))
+        output::<i8>(inputs[0].shape(), |out| {
+            kernels::quantize(x, self.scale, self.zero, out)
+        })
     }
 }
 
