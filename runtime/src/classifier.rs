@@ -283,10 +283,7 @@ impl Classifier {
             .into());
         }
         let run_options = options.run_options();
-        let pool = match &run_options.executor {
-            Some(tract_linalg::multithread::Executor::MultiThread(pool)) => Some(pool.clone()),
-            _ => None,
-        };
+        let pool = run_options.executor.as_ref().and_then(threads::pool_of).cloned();
         let plan = catch_tract_panic(|| model.into_runnable_with_options(&run_options)).map_err(prepare)?;
         Ok(Classifier {
             pool,

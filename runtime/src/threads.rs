@@ -9,9 +9,19 @@
 //! for work instead of going to sleep: onnxruntime's intra-op threads spin the same way by
 //! default (`session.intra_op.allow_spinning`). The spinning ends with the inference.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::ThreadPool;
+use tract_linalg::multithread::Executor;
+
+/// The thread pool behind a tract executor (`LoadOptions::threads` above 1), if any.
+pub(crate) fn pool_of(executor: &Executor) -> Option<&Arc<ThreadPool>> {
+    match executor {
+        Executor::MultiThread(pool) => Some(pool),
+        _ => None,
+    }
+}
 
 /// `f` on a thread of `pool`, the pool's other threads stealing its parallel work until it
 /// returns. Without a pool, `f` on the calling thread.

@@ -169,10 +169,7 @@ pub(super) fn eval_images<X: Datum, Y: Datum>(
     let batch = x.len() / per_image;
     let out_per_image = g.out_channels * g.out_h() * g.out_w();
     let executor = tract_linalg::multithread::current_tract_executor();
-    let pool = match &executor {
-        tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool.as_ref()),
-        _ => None,
-    };
+    let pool = crate::threads::pool_of(&executor).map(|pool| pool.as_ref());
     let shape = [batch, g.out_channels, g.out_h(), g.out_w()];
     output::<Y>(&shape, |out| {
         for (x, out) in x.chunks_exact(per_image).zip(out.chunks_exact_mut(out_per_image)) {

@@ -422,11 +422,7 @@ fn threads_change_nothing_but_speed() {
         .collect();
     files.sort();
     let path = shipped_imagenet_bundle();
-    let spec = Classifier::load(&path, &LoadOptions::default())
-        .expect("float")
-        .metadata()
-        .preprocess
-        .clone();
+    let spec = Bundle::read(&path).expect("float bundle").metadata.preprocess;
     for file in files.iter().take(6) {
         let Ok(image) = load_image(file) else { continue };
         inputs.push(preprocess(&image, &spec).expect("preprocess"));

@@ -303,6 +303,7 @@ impl EfficientNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.head(self.features(images))
     }
+
     /// The 1×1 convolutions of blocks `first..` and the head as matrix products ([`pointwise`]):
     /// for fine-tuning on the CPU, where it is the faster way to train them.
     pub fn with_matmul_pointwise_from(mut self, first: usize) -> Self {
