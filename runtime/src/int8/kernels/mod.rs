@@ -12,14 +12,16 @@
 //!   requantisation) is shared by every GEMM path.
 //! - `x86` holds what needs intrinsics, picked at run time: the GEMM as AVX-512 VNNI `vpdpbusd`
 //!   (64 products per instruction; 3–5× the AVX2 form here) or AVX2 `vpmaddwd` (LLVM forms
-//!   neither from the plain loop: the portable GEMM measured 6–8× slower than `vpmaddwd`), and
-//!   the depthwise blocks with eight FMA chains, masked loads and stores and in-register
-//!   requantisation.
+//!   neither from the plain loop: the portable GEMM measured 6–8× slower than `vpmaddwd`), the
+//!   int8 depthwise convolution in integers with `vpdpbusd` (AVX-512 VNNI + VBMI, or AVX-VNNI:
+//!   four taps per instruction), and the f32-exact depthwise blocks with eight FMA chains, masked
+//!   loads and stores and in-register requantisation (f32 models, CPUs without VNNI, and strides
+//!   the integer form does not take).
 //! - `aarch64` holds the GEMM's register tiles in NEON (`SMULL`/`SADALP` on i8 pairs, and
 //!   `SMLAL` by lane for weights holding a −128): the Pi's pointwise convolutions. LLVM compiled
 //!   the portable tile to scalar code there. `x86` and `aarch64` are the only modules that may use `unsafe`.
 //!
-//! Depthwise convolutions compute in f32, exactly: every operand is an integer (|x − zx| ≤ 255,
+//! Depthwise convolutions other than the x86 VNNI ones compute in f32, exactly: every operand is an integer (|x − zx| ≤ 255,
 //! |w| ≤ 128) and a 5×5 window's sum stays below 25·255·128 < 2²², where f32 is exact (up to 128
 //! taps; larger windows take the reference path). The i32 bias is added after conversion back to
 //! i32. This is bit-identical to int32 accumulation, vectorises with plain code, and lets float
@@ -131,7 +133,13 @@ impl Geometry {
 pub fn isa() -> &'static str {
     match GemmPath::best() {
         #[cfg(target_arch = "x86_64")]
+        GemmPath::Vnni if depthwise_paths()[0].0 == "vnni" => "x86-64 AVX-512 VNNI (vpdpbusd GEMM and depthwise)",
+        #[cfg(target_arch = "x86_64")]
         GemmPath::Vnni => "x86-64 AVX-512 VNNI (vpdpbusd GEMM, f32-exact depthwise)",
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx2 if depthwise_paths()[0].0 == "avxvnni" => {
+            "x86-64 AVX2 (vpmaddwd GEMM, AVX-VNNI vpdpbusd depthwise)"
+        }
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx2 => "x86-64 AVX2 (vpmaddwd GEMM, f32-exact depthwise)",
         #[cfg(target_arch = "aarch64")]
@@ -177,6 +185,12 @@ pub fn depthwise_paths() -> &'static [(&'static str, DepthwiseFn)] {
         let mut paths: Vec<(&'static str, DepthwiseFn)> = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            if x86::depthwise_vnni::available() {
+                paths.push(("vnni", x86::depthwise_vnni::depthwise_channels));
+            }
+            if x86::avxvnni_available() {
+                paths.push(("avxvnni", x86::depthwise_channels_avxvnni));
+            }
             if x86::avx512_available() {
                 paths.push(("avx512", x86::depthwise_channels_avx512));
             }

@@ -239,6 +239,57 @@ fn depthwise_matches_the_reference_for_every_kernel_stride_and_padding() {
     }
 }
 
+/// The integer depthwise forms (x86 VNNI) group taps in fours along a row and store rows by
+/// phase of the vertical stride; plane widths around 8 and 16 switch their register layouts.
+/// Every kernel width 1–7 (rectangular too), strides 1–4 each way, widths on both sides of those
+/// switches, and zero points at both ends.
+#[test]
+fn depthwise_matches_the_reference_for_every_kernel_width_stride_and_plane_width() {
+    let mut rng = Rng(12);
+    let mut case = 0;
+    for kw in 1..=7 {
+        for sw in 1..=4 {
+            let kh = [3, 5, kw][case % 3];
+            let sh = 1 + (case % 4);
+            for in_w in [kw, kw + 7, 8 * sw + kw - 1, 16 * sw + kw, 33] {
+                let g = Geometry {
+                    in_channels: 3,
+                    out_channels: 3,
+                    groups: 3,
+                    in_h: kh + rng.below(20),
+                    in_w,
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride_h: sh,
+                    stride_w: sw,
+                    pads: [rng.below(kh), rng.below(kw), rng.below(kh), rng.below(kw)],
+                };
+                let zx = [-128, 127, rng.range(-128, 127)][case % 3];
+                let x = rng.i8s(g.in_channels * g.in_h * g.in_w);
+                let w = rng.i8s(g.out_channels * g.taps());
+                let b = bias(&mut rng, g.out_channels);
+                let rq = requant_for(&mut rng, g.out_channels, g.taps());
+                let expected = reference::conv(&g, &x, zx, &w, &b, &rq);
+                let d = Depthwise {
+                    g: &g,
+                    x: &x,
+                    zx,
+                    w: &w,
+                    bias: &b,
+                    requant: &rq,
+                };
+                for (name, path) in depthwise_paths() {
+                    let mut out = vec![0i8; expected.len()];
+                    path(&d, 1..3, &mut out[g.out_h() * g.out_w()..]);
+                    path(&d, 0..1, &mut out);
+                    assert_eq!(out, expected, "case {case}: {name} depthwise {g:?}, zx {zx}");
+                }
+                case += 1;
+            }
+        }
+    }
+}
+
 /// f32 outputs against an f64 reference, each within f32 rounding of its sum's magnitude (a few
 /// ulps of Σ|w·x|).
 fn assert_f32_close(out: &[f32], expected: &[f32], magnitude: &[f64], what: &str) {
@@ -492,17 +543,19 @@ fn timings() {
         let rq = requant_for(&mut rng, c, k * k);
         let mut out = vec![0i8; c * g.out_h() * g.out_w()];
         let macs = c * k * k * g.out_h() * g.out_w();
-        time(&format!("depthwise {c}ch {hw}px k{k} s{s}"), macs, &mut || {
-            let d = Depthwise {
-                g: &g,
-                x: &x,
-                zx: 3,
-                w: &w,
-                bias: &b,
-                requant: &rq,
-            };
-            depthwise(&d, &mut out)
-        });
+        let d = Depthwise {
+            g: &g,
+            x: &x,
+            zx: 3,
+            w: &w,
+            bias: &b,
+            requant: &rq,
+        };
+        for (name, path) in depthwise_paths() {
+            time(&format!("depthwise {c}ch {hw}px k{k} s{s} {name}"), macs, &mut || {
+                path(&d, 0..c, &mut out)
+            });
+        }
     }
     // Every distinct pointwise shape of EfficientNet-Lite0 (rows × depth · depth × pixels).
     for (rows, depth, cols) in [

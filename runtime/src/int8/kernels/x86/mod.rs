@@ -17,11 +17,14 @@ use std::ops::Range;
 use super::{AddParams, Requant, portable};
 
 mod depthwise;
+mod depthwise_avxvnni;
+pub mod depthwise_vnni;
 mod vnni;
 
 pub use depthwise::{
     depthwise_channels, depthwise_channels_avx512, depthwise_f32_channels, depthwise_f32_channels_avx512,
 };
+pub use depthwise_avxvnni::{avxvnni_available, depthwise_channels_avxvnni};
 pub use vnni::{
     Quads, gemm_f32_rows, gemm_rows_vnni, pack_f32_weights, pack_input_quads, pack_weight_quads, vnni_available,
 };
