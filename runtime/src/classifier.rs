@@ -244,6 +244,7 @@ impl Classifier {
                 if lowered.int8_convs
                     + lowered.int8_adds
                     + lowered.int8_quantize
+                    + lowered.int8_weight_gemms
                     + lowered.f32_depthwise
                     + lowered.f32_pointwise
                     + folded
@@ -325,8 +326,12 @@ impl Classifier {
         if on_tract > 0 {
             rest += &format!(", {on_tract} convs on tract");
         }
+        let gemms = match l.int8_weight_gemms {
+            0 => String::new(),
+            n => format!(" + {n} int8-weight Gemm"),
+        };
         format!(
-            "Kestrel int8: {} convs + {} adds on {}{rest}",
+            "Kestrel int8: {} convs + {} adds{gemms} on {}{rest}",
             l.int8_convs,
             l.int8_adds,
             int8::isa()

@@ -4,7 +4,9 @@
 //! - `DequantizeLinear(x) → Conv(DQ(w), [bias]) → [Relu | Clip] → QuantizeLinear` becomes one
 //!   `KestrelInt8Conv`: i8 in, i8 out, bias as i32 in the accumulator's unit, requantisation and
 //!   clamp fused;
-//! - `DequantizeLinear(a), DequantizeLinear(b) → Add → QuantizeLinear` becomes `KestrelInt8Add`.
+//! - `DequantizeLinear(a), DequantizeLinear(b) → Add → QuantizeLinear` becomes `KestrelInt8Add`;
+//! - `Gemm(a, DequantizeLinear(w), bias, transB = 1)` with f32 `a` (a classifier fed by pooled
+//!   f32 features) becomes `KestrelW8Gemm`: the weights stay int8 ([`super::gemm_w8`]).
 //!
 //! Why here and not as a pass over tract's decluttered graph: by then tract has folded each
 //! weight's DequantizeLinear into an f32 constant, and the int8 weights and their scales are gone.
@@ -38,6 +40,8 @@ pub struct Lowered {
     pub f32_depthwise: usize,
     /// Float pointwise convs now on Kestrel's f32 GEMM ([`super::f32_conv`]; AVX-512 only).
     pub f32_pointwise: usize,
+    /// `Gemm`s with int8 weights and f32 input (the classifier) on [`super::gemm_w8`].
+    pub int8_weight_gemms: usize,
 }
 
 /// `round_half_even(v)` as i32, saturating.
@@ -318,6 +322,60 @@ fn match_add(g: &Graph, at: usize) -> Option<Replacement> {
     })
 }
 
+/// `Gemm(a, DequantizeLinear(w), [bias])` with `transB = 1`, `alpha = beta = 1`, `a` not a
+/// constant, int8 weights with zero point 0 and one scale per row (or one for all).
+fn match_gemm(g: &Graph, at: usize) -> Option<Replacement> {
+    let gemm = &g.nodes[at];
+    let int = |name: &str, default: i64| attr(gemm, name).map_or(default, |a| a.i);
+    let float = |name: &str| attr(gemm, name).map_or(1.0, |a| a.f);
+    if int("transA", 0) != 0 || int("transB", 0) != 1 || float("alpha") != 1.0 || float("beta") != 1.0 {
+        return None;
+    }
+    let a = gemm.input.first()?;
+    if g.inits.contains_key(a.as_str())
+        || g.producer
+            .get(a.as_str())
+            .is_some_and(|&p| g.nodes[p].op_type == "DequantizeLinear")
+    {
+        // A constant input, or an int8 activation: not the f32-features classifier this is for.
+        return None;
+    }
+    let w_dq = g.produced_by(gemm.input.get(1)?, "DequantizeLinear")?;
+    let w_init = *g.inits.get(w_dq.input.first()?.as_str())?;
+    if w_init.dims.len() != 2 {
+        return None;
+    }
+    let rows = usize::try_from(w_init.dims[0]).ok()?;
+    let (w, scales) = g.dequantized_weights(gemm.input.get(1)?, rows)?;
+    let bias = match gemm.input.get(2).filter(|b| !b.is_empty()) {
+        Some(b) => f32s(g.inits.get(b.as_str())?)?,
+        None => vec![0.0; rows],
+    };
+    if bias.len() != rows {
+        return None;
+    }
+    let name = format!("{}.kestrel_w8", gemm.name);
+    let (scale_name, bias_name) = (format!("{name}.scale"), format!("{name}.bias"));
+    let node = pb::NodeProto {
+        input: vec![a.clone(), w.name.clone(), scale_name.clone(), bias_name.clone()],
+        output: vec![gemm.output.first()?.clone()],
+        name,
+        op_type: super::gemm_w8::OP.into(),
+        domain: "ai.kestrel".into(),
+        ..Default::default()
+    };
+    let dims = [rows as i64];
+    Some(Replacement {
+        at,
+        node,
+        dropped: vec![],
+        inits: vec![
+            f32_tensor(&scale_name, &dims, &scales),
+            f32_tensor(&bias_name, &dims, &bias),
+        ],
+    })
+}
+
 /// `QuantizeLinear` of a float tensor (the network's input; every other Q belongs to a conv or add
 /// pattern) with a scalar scale and an int8 zero point: tract's own took 0.26 ms of Lite0's 7.5.
 fn match_quantize(g: &Graph, at: usize) -> Option<Replacement> {
@@ -360,6 +418,7 @@ pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
                     r
                 }
                 "Add" => match_add(&g, i),
+                "Gemm" => match_gemm(&g, i),
                 // Not an output Q a conv or add above already took over.
                 "QuantizeLinear" if !taken.contains(&i) => match_quantize(&g, i),
                 _ => None,
@@ -369,6 +428,7 @@ pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
                 match g.nodes[i].op_type.as_str() {
                     "Conv" => done.int8_convs += 1,
                     "Add" => done.int8_adds += 1,
+                    "Gemm" => done.int8_weight_gemms += 1,
                     _ => done.int8_quantize += 1,
                 }
                 out.push(r);
@@ -391,8 +451,8 @@ pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
     done
 }
 
-/// Replace every DequantizeLinear of constants (the weights of float ops: the classifier's Gemm,
-/// a weight-only Conv) by its f32 result, and return how many. tract 0.23.9 leaves such a node in
+/// Replace every DequantizeLinear of constants (the weights of float ops: a weight-only Conv, a
+/// classifier `Gemm` that [`lower`] did not take) by its f32 result, and return how many. tract 0.23.9 leaves such a node in
 /// the plan and dequantises (and repacks) the weights on every inference: ~5 ms of 30 for Lite0's
 /// classifier on 1 thread here (`kestrel bench --profile`: Cast, OptMulByScalar, OptMatMulPack).
 pub fn fold_constant_dequantize(proto: &mut pb::ModelProto) -> usize {

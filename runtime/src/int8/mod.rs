@@ -4,6 +4,7 @@
 //! too ([`f32_conv`]). Nothing here knows about bundles or images.
 
 pub mod f32_conv;
+pub mod gemm_w8;
 pub mod kernels;
 pub mod lower;
 pub mod ops;

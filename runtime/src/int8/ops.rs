@@ -22,6 +22,7 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
     onnx.op_register.insert(ADD, add_node);
     onnx.op_register.insert(QUANTIZE, quantize_node);
     onnx.op_register.insert(super::f32_conv::OP, super::f32_conv::node);
+    onnx.op_register.insert(super::gemm_w8::OP, super::gemm_w8::node);
 }
 
 fn int_attr(node: &NodeProto, name: &str) -> TractResult<i32> {
@@ -180,7 +181,7 @@ pub(super) fn eval_images<X: Datum, Y: Datum>(
 
 /// A new tensor of `shape` whose values `fill` writes in place: the kernels write straight into
 /// what the next op reads (building it from a `Vec` would copy every activation once more).
-fn output<Y: Datum>(shape: &[usize], fill: impl FnOnce(&mut [Y])) -> TractResult<TVec<TValue>> {
+pub(super) fn output<Y: Datum>(shape: &[usize], fill: impl FnOnce(&mut [Y])) -> TractResult<TVec<TValue>> {
     let mut t = Tensor::zero_dt(Y::datum_type(), shape)?;
     fill(t.try_as_plain_ram_mut()?.as_slice_mut::<Y>()?);
     Ok(tvec!(t.into_tvalue()))

@@ -119,9 +119,19 @@ fn weight_only_bundle_runs_the_float_plan() {
     let (ops, float_ops) = (weights.op_names(), float.op_names());
     println!("weight-only plan: {} ops: {ops:?}", ops.len());
     let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
-    for kernel in ["OptMatMul", "DepthWiseConv", "LazyIm2col", "OptBinChain(Max+Min)"] {
+    for kernel in ["DepthWiseConv", "LazyIm2col", "OptBinChain(Max+Min)"] {
         assert_eq!(count(&ops, kernel), count(&float_ops, kernel), "{kernel}: {ops:?}");
     }
+    // The classifier keeps its int8 weights (Kestrel's op); the stem stays tract's matmul.
+    assert_eq!(
+        (
+            count(&ops, "OptMatMul") + 1,
+            count(&ops, kestrel_runtime::int8::gemm_w8::OP)
+        ),
+        (count(&float_ops, "OptMatMul"), 1),
+        "{ops:?}"
+    );
+    assert_eq!(weights.int8().int8_weight_gemms, 1);
     assert!(
         !ops.iter().any(|o| o.contains("Quant")),
         "quantisation ops at run time: {ops:?}"
@@ -294,9 +304,9 @@ fn bias_correction_brings_int8_answers_closer_to_float() {
 }
 
 /// The int8 scheme's plan, read off tract: every Conv and residual Add of Lite0 runs on Kestrel's
-/// integer ops (16 depthwise, 32 pointwise, the stem through im2col; 9 adds), and nothing of
-/// tract's own convolution machinery is left (no im2col, no f32 depthwise, no matmul but the
-/// float classifier's). Fails if a tract upgrade or a change in the file's form stops the lowering.
+/// integer ops (16 depthwise, 32 pointwise, the stem through im2col; 9 adds), the classifier on
+/// Kestrel's int8-weights product, and nothing of tract's own convolution or matmul machinery is
+/// left. Fails if a tract upgrade or a change in the file's form stops the lowering.
 fn int8_plan_is_all_integer(int8: &Classifier, ops: &[String], written: usize) {
     use kestrel_runtime::int8::ops::{ADD, CONV, QUANTIZE};
     let count = |name: &str| ops.iter().filter(|o| *o == name).count();
@@ -320,7 +330,15 @@ fn int8_plan_is_all_integer(int8: &Classifier, ops: &[String], written: usize) {
         .filter(|o| o.contains("Conv") && !o.starts_with(CONV) || o.contains("Im2col") || o.contains("DepthWise"))
         .collect();
     assert!(tracts.is_empty(), "tract still runs {tracts:?} in {ops:?}");
-    assert_eq!(count("OptMatMul"), 1, "only the float classifier is a matmul: {ops:?}");
+    assert_eq!(
+        (
+            count("OptMatMul"),
+            count(kestrel_runtime::int8::gemm_w8::OP),
+            lowered.int8_weight_gemms
+        ),
+        (0, 1, 1),
+        "the classifier keeps its int8 weights: {ops:?}"
+    );
 }
 
 /// The same int8 file through Kestrel's kernels and through tract alone (which simulates QDQ in

@@ -39,12 +39,14 @@ use rayon::prelude::*;
 mod aarch64;
 mod depthwise;
 mod gemm;
+pub mod gemv_w8;
 pub mod portable;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use gemm::{GemmPath, GemmWeights, PackedInput, gemm, gemm_rows, pack_input};
+pub use gemv_w8::{WeightsI8, gemv_w8};
 
 /// Where a requantised output lands: the multiplier per output channel, the zero point, and the
 /// clamp in the quantised domain (the i8 range, narrowed by a fused ReLU/ReLU6).

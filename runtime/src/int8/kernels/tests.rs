@@ -290,6 +290,44 @@ fn depthwise_matches_the_reference_for_every_kernel_width_stride_and_plane_width
     }
 }
 
+/// The int8-weights matrix-vector product (an int8 file's classifier) against an f64 reference:
+/// each output within f32 rounding of `scale · Σ |w · a|`, on depths around the 16-wide steps
+/// and row counts around the 4-row blocks.
+#[test]
+fn int8_weights_gemv_matches_the_reference() {
+    let mut rng = Rng(13);
+    for case in 0..60 {
+        let rows = 1 + rng.below(13);
+        let depth = [1, 15, 16, 17, 33, 1280][case % 6] + rng.below(3);
+        let w = WeightsI8 {
+            rows,
+            depth,
+            w: rng.i8s(rows * depth),
+            scales: (0..rows).map(|_| (1 + rng.below(1000)) as f32 / 3e4).collect(),
+        };
+        let a: Vec<f32> = (0..depth).map(|_| rng.range(-3000, 3000) as f32 / 517.0).collect();
+        let bias: Vec<f32> = (0..rows).map(|_| rng.range(-100, 100) as f32 / 7.0).collect();
+        let mut fast = vec![0f32; rows];
+        let mut portable = vec![0f32; rows];
+        gemv_w8(&w, &a, &bias, &mut fast);
+        gemv_w8::portable(&w, &a, &bias, &mut portable);
+        for n in 0..rows {
+            let row = &w.w[n * depth..(n + 1) * depth];
+            let products = row.iter().zip(&a).map(|(&wv, &av)| wv as f64 * av as f64);
+            let sum: f64 = products.clone().sum();
+            let magnitude: f64 = products.map(f64::abs).sum::<f64>() * w.scales[n] as f64 + bias[n].abs() as f64;
+            let expected = w.scales[n] as f64 * sum + bias[n] as f64;
+            for (name, got) in [("fast", fast[n]), ("portable", portable[n])] {
+                assert!(
+                    (got as f64 - expected).abs() <= 1e-6 * magnitude + 1e-30,
+                    "case {case}: {name} row {n} of {rows}x{depth} is {got}, expected {expected} (± {})",
+                    1e-6 * magnitude
+                );
+            }
+        }
+    }
+}
+
 /// f32 outputs against an f64 reference, each within f32 rounding of its sum's magnitude (a few
 /// ulps of Σ|w·x|).
 fn assert_f32_close(out: &[f32], expected: &[f32], magnitude: &[f64], what: &str) {

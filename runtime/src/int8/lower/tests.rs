@@ -145,7 +145,8 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
                 int8_quantize: 1,
                 other_convs: 0,
                 f32_depthwise: 0,
-                f32_pointwise: 0
+                f32_pointwise: 0,
+                int8_weight_gemms: 0
             }
         );
         let ops: Vec<&str> = lowered
@@ -194,4 +195,91 @@ fn graphs_without_the_patterns_are_left_alone() {
     let before = proto.clone();
     assert_eq!(lower(&mut proto).int8_convs, 0);
     assert_eq!(proto, before);
+}
+
+/// x (f32, 2 × 40) → Gemm(x, DequantizeLinear(w: rows × 40 int8, a scale per row), bias, transB).
+fn classifier_model(trans_b: i64, rows: usize) -> pb::ModelProto {
+    let depth = 40usize;
+    let w: Vec<i8> = (0..rows * depth).map(|i| ((i * 89) % 253) as i8).collect();
+    let scales: Vec<f32> = (0..rows).map(|i| 0.002 + 0.0007 * i as f32).collect();
+    let bias: Vec<f32> = (0..rows).map(|i| i as f32 * 0.1 - 1.0).collect();
+    let graph = pb::GraphProto {
+        name: "classifier".into(),
+        node: vec![
+            node("DequantizeLinear", &["wq", "sw"], "w", vec![int_attr("axis", 0)]),
+            node("Gemm", &["x", "w", "b"], "y", vec![int_attr("transB", trans_b)]),
+        ],
+        initializer: vec![
+            i8_tensor("wq", &[rows as i64, depth as i64], &w),
+            f32_tensor("sw", &[rows as i64], &scales),
+            f32_tensor("b", &[rows as i64], &bias),
+        ],
+        input: vec![f32_input("x", &[2, depth as i64])],
+        output: vec![value("y")],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+fn run_classifier(onnx: &tract_onnx::Onnx, proto: &pb::ModelProto, input: &Tensor) -> Vec<f32> {
+    let plan = onnx
+        .model_for_proto_model(proto)
+        .and_then(|m| m.with_input_fact(0, f32::fact([2, 40]).into()))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .expect("plan");
+    let out = plan.run(tvec!(input.clone().into())).expect("run");
+    out[0]
+        .to_plain_array_view::<f32>()
+        .expect("f32")
+        .iter()
+        .copied()
+        .collect()
+}
+
+#[test]
+fn a_gemm_with_int8_weights_keeps_them_int8_and_matches_tract() {
+    let original = classifier_model(1, 30);
+    let mut lowered = original.clone();
+    assert_eq!(lower(&mut lowered).int8_weight_gemms, 1);
+    let ops: Vec<&str> = lowered
+        .graph
+        .as_ref()
+        .expect("graph")
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(
+        ops,
+        [super::super::gemm_w8::OP],
+        "the weights' DequantizeLinear goes with the Gemm"
+    );
+    let input: Vec<f32> = (0..80).map(|i| ((i * 7919) % 211) as f32 / 40.0 - 2.5).collect();
+    let input = Tensor::from_shape(&[2, 40], &input).expect("input");
+    let ours = run_classifier(&super::super::onnx(), &lowered, &input);
+    let tracts = run_classifier(&tract_onnx::onnx(), &original, &input);
+    assert_eq!(ours.len(), 60);
+    for (i, (a, b)) in ours.iter().zip(&tracts).enumerate() {
+        // The same products summed in another order: f32 rounding of values about 1 in size.
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+            "output {i}: {a} vs tract's {b}"
+        );
+    }
+
+    // Weights not transposed as the classifier stores them (square, so that only the layout
+    // stops it): left to tract.
+    let mut untouched = classifier_model(0, 40);
+    let before = untouched.clone();
+    assert_eq!(lower(&mut untouched).int8_weight_gemms, 0);
+    assert_eq!(untouched, before);
 }

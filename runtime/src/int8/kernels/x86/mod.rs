@@ -26,7 +26,8 @@ pub use depthwise::{
 };
 pub use depthwise_avxvnni::{avxvnni_available, depthwise_channels_avxvnni};
 pub use vnni::{
-    Quads, gemm_f32_rows, gemm_rows_vnni, pack_f32_weights, pack_input_quads, pack_weight_quads, vnni_available,
+    Quads, gemm_f32_rows, gemm_rows_vnni, gemv_w8, pack_f32_weights, pack_input_quads, pack_weight_quads,
+    vnni_available,
 };
 
 /// Output columns per register tile: two 8-lane accumulators per row.

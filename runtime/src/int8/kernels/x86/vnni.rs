@@ -347,3 +347,41 @@ fn tile_f32<const N: usize>(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// f32 × int8-weights matrix-vector product (`kernels::gemv_w8`): four rows at a time, sixteen
+// depth values per step, the weights widened in registers.
+
+pub fn gemv_w8(w: &super::super::gemv_w8::WeightsI8, a: &[f32], bias: &[f32], out: &mut [f32]) {
+    // SAFETY: only called after `avx512_available()` returned true.
+    unsafe { gemv_w8_avx512(w, a, bias, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn gemv_w8_avx512(w: &super::super::gemv_w8::WeightsI8, a: &[f32], bias: &[f32], out: &mut [f32]) {
+    const R: usize = 4;
+    let depth = w.depth;
+    assert!(a.len() == depth && w.w.len() == w.rows * depth && out.len() == w.rows);
+    assert!(bias.len() == w.rows && w.scales.len() == w.rows);
+    let mask = |k: usize| ((1u32 << (depth - k).min(16)) - 1) as __mmask16;
+    for r0 in (0..w.rows).step_by(R) {
+        let m = R.min(w.rows - r0);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for k in (0..depth).step_by(16) {
+            let km = mask(k);
+            // SAFETY: the mask reads only indices k..min(k + 16, depth) of `a`.
+            let av = unsafe { _mm512_maskz_loadu_ps(km, a.as_ptr().add(k)) };
+            for (i, acc) in acc.iter_mut().enumerate().take(m) {
+                let row = &w.w[(r0 + i) * depth..(r0 + i + 1) * depth];
+                // SAFETY: the mask reads only indices k..min(k + 16, depth) of `row`.
+                let wv = unsafe { _mm_maskz_loadu_epi8(km, row.as_ptr().add(k)) };
+                let wf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(wv));
+                *acc = _mm512_fmadd_ps(wf, av, *acc);
+            }
+        }
+        for (i, &acc) in acc.iter().enumerate().take(m) {
+            let n = r0 + i;
+            out[n] = w.scales[n] * _mm512_reduce_add_ps(acc) + bias[n];
+        }
+    }
+}
