@@ -1,6 +1,7 @@
 //! Kernels for Kestrel's own ops: an int8 GEMM (pointwise convolutions, and every other
-//! convolution after im2col), depthwise convolutions (int8, and f32 for float models) and an int8
-//! residual add, all on NCHW planes of one image.
+//! convolution after im2col), depthwise convolutions (int8, and f32 for float models), an int8
+//! residual add, all on NCHW planes of one image, and the f32 × int8-weights product of an int8
+//! file's classifier ([`gemv_w8`]: within f32 rounding of its reference, not bit for bit).
 //!
 //! - [`reference`] is the definition: plain loops, no tricks. Every other path must match it bit
 //!   for bit (f32 depthwise: within f32 rounding), and the tests check every path this CPU has

@@ -38,6 +38,19 @@ fn f32_input(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     }
 }
 
+/// `graph` as an opset-13 model.
+fn model(graph: pb::GraphProto) -> pb::ModelProto {
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
 /// x → Q → DQ → depthwise 3×3 (pads 1, int32 bias) → Relu → Q → DQ ┐
 ///                                                   x's DQ ────────┴→ Add → Q → DQ
 ///   → pointwise 1×1 (4 → 6 channels, no bias) → Q → DQ → y
@@ -102,33 +115,30 @@ fn qdq_model(zero_x: i8, zero_y: i8) -> pb::ModelProto {
         output: vec![value("y")],
         ..Default::default()
     };
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
+    model(graph)
 }
 
+/// The op types of `proto`'s nodes, in order.
+fn op_types(proto: &pb::ModelProto) -> Vec<&str> {
+    let graph = proto.graph.as_ref().expect("graph");
+    graph.node.iter().map(|n| n.op_type.as_str()).collect()
+}
+
+/// `proto`'s output for `input`, planned and run by `onnx`.
 fn run(onnx: &tract_onnx::Onnx, proto: &pb::ModelProto, input: &Tensor) -> Vec<f32> {
     let plan = onnx
         .model_for_proto_model(proto)
-        .and_then(|m| m.with_input_fact(0, f32::fact([1, 4, 7, 9]).into()))
+        .and_then(|m| m.with_input_fact(0, f32::fact(input.shape()).into()))
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .expect("plan");
     let out = plan.run(tvec!(input.clone().into())).expect("run");
-    let out: Vec<f32> = out[0]
+    out[0]
         .to_plain_array_view::<f32>()
         .expect("f32")
         .iter()
         .copied()
-        .collect();
-    assert_eq!(out.len(), 6 * 7 * 9);
-    out
+        .collect()
 }
 
 #[test]
@@ -149,14 +159,7 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
                 int8_weight_gemms: 0
             }
         );
-        let ops: Vec<&str> = lowered
-            .graph
-            .as_ref()
-            .expect("graph")
-            .node
-            .iter()
-            .map(|n| n.op_type.as_str())
-            .collect();
+        let ops = op_types(&lowered);
         assert_eq!(ops, [ops::QUANTIZE, ops::CONV, ops::ADD, ops::CONV, "DequantizeLinear"]);
 
         // Off the rounding ties of x / 0.03: there, tract's QuantizeLinear (x times 1/scale)
@@ -168,6 +171,7 @@ fn a_qdq_conv_and_add_lower_to_integer_ops_that_match_tract() {
         let input = Tensor::from_shape(&[1, 4, 7, 9], &input).expect("input");
         let ours = run(&super::super::onnx(), &lowered, &input);
         let tracts = run(&tract_onnx::onnx(), &original, &input);
+        assert_eq!((ours.len(), tracts.len()), (6 * 7 * 9, 6 * 7 * 9));
         let step = 0.04;
         let off: Vec<f32> = ours.iter().zip(&tracts).map(|(a, b)| (a - b).abs()).collect();
         let worst = off.iter().fold(0f32, |m, &d| m.max(d));
@@ -218,31 +222,7 @@ fn classifier_model(trans_b: i64, rows: usize) -> pb::ModelProto {
         output: vec![value("y")],
         ..Default::default()
     };
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-}
-
-fn run_classifier(onnx: &tract_onnx::Onnx, proto: &pb::ModelProto, input: &Tensor) -> Vec<f32> {
-    let plan = onnx
-        .model_for_proto_model(proto)
-        .and_then(|m| m.with_input_fact(0, f32::fact([2, 40]).into()))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .expect("plan");
-    let out = plan.run(tvec!(input.clone().into())).expect("run");
-    out[0]
-        .to_plain_array_view::<f32>()
-        .expect("f32")
-        .iter()
-        .copied()
-        .collect()
+    model(graph)
 }
 
 #[test]
@@ -250,14 +230,7 @@ fn a_gemm_with_int8_weights_keeps_them_int8_and_matches_tract() {
     let original = classifier_model(1, 30);
     let mut lowered = original.clone();
     assert_eq!(lower(&mut lowered).int8_weight_gemms, 1);
-    let ops: Vec<&str> = lowered
-        .graph
-        .as_ref()
-        .expect("graph")
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = op_types(&lowered);
     assert_eq!(
         ops,
         [super::super::gemm_w8::OP],
@@ -265,9 +238,9 @@ fn a_gemm_with_int8_weights_keeps_them_int8_and_matches_tract() {
     );
     let input: Vec<f32> = (0..80).map(|i| ((i * 7919) % 211) as f32 / 40.0 - 2.5).collect();
     let input = Tensor::from_shape(&[2, 40], &input).expect("input");
-    let ours = run_classifier(&super::super::onnx(), &lowered, &input);
-    let tracts = run_classifier(&tract_onnx::onnx(), &original, &input);
-    assert_eq!(ours.len(), 60);
+    let ours = run(&super::super::onnx(), &lowered, &input);
+    let tracts = run(&tract_onnx::onnx(), &original, &input);
+    assert_eq!((ours.len(), tracts.len()), (60, 60));
     for (i, (a, b)) in ours.iter().zip(&tracts).enumerate() {
         // The same products summed in another order: f32 rounding of values about 1 in size.
         assert!(

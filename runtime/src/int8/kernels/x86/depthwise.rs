@@ -68,7 +68,7 @@ pub fn depthwise_channels_avx512(d: &Depthwise, channels: Range<usize>, out: &mu
 fn depthwise_avx512(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
     let zx = d.zx as f32;
     let fill = |l: &PhaseLayout, sw, plane: &[i8], phases: &mut [f32]| fill_i8_avx512(l, sw, plane, zx, phases);
-    let q = |b: &dw::Block, c: usize| Requant512::new(b, d.bias[c], d.requant.multiplier[c], d.requant);
+    let q = |b: &dw::Block, c: usize| Requant512::new(b.lanes, d.bias[c], d.requant.multiplier[c], d.requant);
     if d.g.out_w() <= 8 {
         dw::blocks::<8, i8, i8>(d.g, d.x, channels, out, dw::int8_weights(d), fill, |b, c, out| {
             let q = q(b, c);
@@ -187,8 +187,9 @@ fn fill_i8_avx512(l: &PhaseLayout, sw: usize, plane: &[i8], zx: f32, phases: &mu
     }
 }
 
-/// The int8 requantisation of one block in registers: `requantize` lane by lane.
-struct Requant512 {
+/// The int8 requantisation of one channel's sums in registers: `requantize` lane by lane (here
+/// and in the integer depthwise of `depthwise_vnni`).
+pub(super) struct Requant512 {
     bias: __m512i,
     multiplier: __m512,
     lo: __m512,
@@ -198,24 +199,31 @@ struct Requant512 {
 }
 
 impl Requant512 {
+    /// `mask` covers the first `lanes` (≤ 16) lanes.
     #[target_feature(enable = "avx512f")]
-    fn new(b: &dw::Block, bias: i32, multiplier: f32, rq: &Requant) -> Self {
+    pub(super) fn new(lanes: usize, bias: i32, multiplier: f32, rq: &Requant) -> Self {
         Requant512 {
             bias: _mm512_set1_epi32(bias),
             multiplier: _mm512_set1_ps(multiplier),
             lo: _mm512_set1_ps((rq.lo - rq.zero_point) as f32),
             hi: _mm512_set1_ps((rq.hi - rq.zero_point) as f32),
             zero_point: _mm512_set1_epi32(rq.zero_point),
-            mask: ((1u32 << b.lanes) - 1) as __mmask16,
+            mask: ((1u32 << lanes) - 1) as __mmask16,
         }
     }
 
-    /// The exact f32 sums to i32 plus bias, then f32 product, clamp, round half to even, zero
-    /// point (lanes past the block's are junk).
+    /// The exact f32 sums to i32, then as [`Self::apply_i32`].
     #[target_feature(enable = "avx512f")]
     fn apply(&self, sums: __m512) -> __m512i {
         // Exact integers: the conversion rounds nothing.
-        let acc = _mm512_add_epi32(_mm512_cvtps_epi32(sums), self.bias);
+        self.apply_i32(_mm512_cvtps_epi32(sums))
+    }
+
+    /// i32 sums plus bias, then f32 product, clamp, round half to even, zero point (lanes past
+    /// the block's are junk).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn apply_i32(&self, sums: __m512i) -> __m512i {
+        let acc = _mm512_add_epi32(sums, self.bias);
         let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), self.multiplier);
         let v = _mm512_min_ps(_mm512_max_ps(v, self.lo), self.hi);
         let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);

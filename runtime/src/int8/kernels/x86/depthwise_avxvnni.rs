@@ -2,8 +2,10 @@
 //! why the sums are exact) for CPUs with AVX-VNNI but no AVX-512 (Intel Alder Lake and later):
 //! `vpdpbusd` on 256-bit registers, eight output columns × four taps per instruction. Without
 //! VBMI's byte permutes and masked loads, rows are first copied into a padded byte plane and
-//! the quads made with `vpshufb`, one buffer for all groups of taps. On this machine's shapes
-//! it ran 1.2–2.2× faster than the AVX2 f32-exact blocks (`kernels::tests::timings`).
+//! the quads made with `vpshufb`, in one buffer for all groups of taps: quad `j` of a row holds
+//! padded bytes `s·j .. s·j + 4`, so taps `4g ..` of output column `ox` are quad `ox + 4g / s`.
+//! On this machine's shapes it ran 1.2–2.2× faster than the AVX2 f32-exact blocks
+//! (`kernels::tests::timings`).
 //!
 //! Blocks are [`ROWS`] output rows × [`LANES`] columns, one accumulator each; rows and columns
 //! past the output read quads the buffer holds (padding) and are dropped.
@@ -59,15 +61,7 @@ fn depthwise_avxvnni(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
     let first = channels.start;
     for c in channels {
         quad_rows(&l, g, &d.x[c * plane..(c + 1) * plane], &mut scratch, &mut quads);
-        let w = &d.w[c * taps..(c + 1) * taps];
-        for (ky, wrow) in w.chunks_exact(g.kernel_w).enumerate() {
-            for q in 0..l.groups {
-                let tap = |t: usize| wrow.get(4 * q + t).map_or(0, |&v| v as u8 as u32) << (8 * t);
-                wq[ky * l.groups + q] = (tap(0) | tap(1) | tap(2) | tap(3)) as i32;
-            }
-        }
-        let wsum: i32 = w.iter().map(|&v| v as i32).sum();
-        let bias = d.bias[c].wrapping_sub((d.zx + 128) * wsum);
+        let bias = super::depthwise_vnni::channel_quads(d, c, l.groups, &mut wq);
         let rq = Epilogue::new(bias, d.requant.multiplier[c], d.requant);
         let out_c = &mut out[(c - first) * oh * ow..(c - first + 1) * oh * ow];
         for oy0 in (0..oh).step_by(ROWS) {
@@ -103,8 +97,9 @@ fn depthwise_avxvnni(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
     }
 }
 
-/// One channel's input rows `x` into their quad rows: the rows go first into a padded byte plane (`scratch`, `in_h` rows of `l.bytes`, its padding already `zx`),
-/// all of them before any is read back. A load spanning several recent stores waits until they
+/// One channel's input rows `x` into their quad rows: the rows go first into a padded byte
+/// plane (`scratch`, `in_h` rows of `l.bytes`, its padding already `zx`), all of them before
+/// any is read back. A load spanning several recent stores waits until they
 /// retire (store forwarding fails), and reading each row right after copying it made this step
 /// most of the kernel's time.
 #[target_feature(enable = "avx2")]
@@ -133,7 +128,7 @@ fn quad_rows(l: &QuadLayout, g: &Geometry, x: &[i8], scratch: &mut [i8], quads: 
     }
 }
 
-/// The quad buffer's shape for one geometry (see the module's doc).
+/// The quad buffer's shape for one geometry (the module's doc gives the layout).
 struct QuadLayout {
     /// Instructions per kernel row: `ceil(kernel_w / 4)`.
     groups: usize,

@@ -26,7 +26,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::{Depthwise, Geometry, Requant};
+use super::super::{Depthwise, Geometry};
+use super::depthwise::Requant512;
 
 /// Accumulators per block: independent `vpdpbusd` chains.
 const ACCS: usize = 8;
@@ -163,18 +164,8 @@ fn depthwise(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
     };
     for c in channels {
         build(c, &mut quads);
-        let w = &d.w[c * taps..(c + 1) * taps];
-        for (ky, wrow) in w.chunks_exact(g.kernel_w).enumerate() {
-            for q in 0..l.groups {
-                // Built in a register: bytes written to memory and read back as a word stall
-                // (store forwarding), a third of this kernel's time on 7×7 planes.
-                let tap = |t: usize| wrow.get(4 * q + t).map_or(0, |&v| v as u8 as u32) << (8 * t);
-                wq[ky * l.groups + q] = (tap(0) | tap(1) | tap(2) | tap(3)) as i32;
-            }
-        }
-        let wsum: i32 = w.iter().map(|&v| v as i32).sum();
-        let bias = d.bias[c].wrapping_sub((d.zx + 128) * wsum);
-        let rq = Epilogue::new(bias, d.requant.multiplier[c], d.requant);
+        let bias = channel_quads(d, c, l.groups, &mut wq);
+        let rq = Requant512::new(LANES, bias, d.requant.multiplier[c], d.requant);
         let out_c = &mut out[(c - first) * oh * ow..(c - first + 1) * oh * ow];
         for row0 in (0..oh).step_by(ACCS * l.pair) {
             // Only the registers that hold output rows: a 7-row plane is four pairs, not eight.
@@ -219,7 +210,7 @@ impl Block<'_> {
     /// `N` registers (`N · pair` output rows) at columns `x0..x0 + 16`: sums, requantised, stored.
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
-    fn run<const N: usize>(&self, x0: usize, rq: &Epilogue, out: &mut [i8], oh: usize, ow: usize) {
+    fn run<const N: usize>(&self, x0: usize, rq: &Requant512, out: &mut [i8], oh: usize, ow: usize) {
         let l = self.l;
         let (pair, groups) = (l.pair, l.groups);
         // The furthest load: the last register, at the kernel row stored furthest in.
@@ -249,58 +240,43 @@ impl Block<'_> {
             if r >= oh {
                 break;
             }
-            let v = rq.apply(acc);
+            let v = _mm512_cvtsepi32_epi8(rq.apply_i32(acc));
             if pair == 2 {
-                rq.store(v, &mut out[r * ow..(r + 1) * ow]);
+                store(v, &mut out[r * ow..(r + 1) * ow]);
                 if r + 1 < oh {
-                    rq.store(_mm_srli_si128::<8>(v), &mut out[(r + 1) * ow..(r + 2) * ow]);
+                    store(_mm_srli_si128::<8>(v), &mut out[(r + 1) * ow..(r + 2) * ow]);
                 }
             } else {
                 let lanes = LANES.min(ow - x0);
-                rq.store(v, &mut out[r * ow + x0..r * ow + x0 + lanes]);
+                store(v, &mut out[r * ow + x0..r * ow + x0 + lanes]);
             }
         }
     }
 }
 
-/// Requantisation of sixteen i32 sums (bias not yet added), as `kernels::requantize`.
-struct Epilogue {
-    bias: __m512i,
-    multiplier: __m512,
-    lo: __m512,
-    hi: __m512,
-    zero_point: __m512i,
+/// The first `dst.len()` (≤ 16) bytes of `v` into `dst`.
+#[target_feature(enable = "avx512bw,avx512vl")]
+fn store(v: __m128i, dst: &mut [i8]) {
+    assert!(dst.len() <= LANES);
+    let mask = ((1u32 << dst.len()) - 1) as __mmask16;
+    // SAFETY: the mask writes `dst.len()` bytes.
+    unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr(), mask, v) }
 }
 
-impl Epilogue {
-    #[target_feature(enable = "avx512f")]
-    fn new(bias: i32, multiplier: f32, rq: &Requant) -> Self {
-        Epilogue {
-            bias: _mm512_set1_epi32(bias),
-            multiplier: _mm512_set1_ps(multiplier),
-            lo: _mm512_set1_ps((rq.lo - rq.zero_point) as f32),
-            hi: _mm512_set1_ps((rq.hi - rq.zero_point) as f32),
-            zero_point: _mm512_set1_epi32(rq.zero_point),
+/// Channel `c`'s taps as quads (four taps of a kernel row per word, zero past the row's end)
+/// into `wq` (`kernel_h × groups`), and its bias with `(zx + 128) · Σw` folded in: what both
+/// integer depthwise forms multiply and add.
+pub(super) fn channel_quads(d: &Depthwise, c: usize, groups: usize, wq: &mut [i32]) -> i32 {
+    let (kw, taps) = (d.g.kernel_w, d.g.kernel_h * d.g.kernel_w);
+    let w = &d.w[c * taps..(c + 1) * taps];
+    for (ky, wrow) in w.chunks_exact(kw).enumerate() {
+        for q in 0..groups {
+            // Built in a register: bytes written to memory and read back as a word stall (store
+            // forwarding), a third of the kernel's time on 7×7 planes.
+            let tap = |t: usize| wrow.get(4 * q + t).map_or(0, |&v| v as u8 as u32) << (8 * t);
+            wq[ky * groups + q] = (tap(0) | tap(1) | tap(2) | tap(3)) as i32;
         }
     }
-
-    /// Bias, f32 product, clamp, round half to even, zero point, narrowed to bytes (each already
-    /// inside the i8 range).
-    #[target_feature(enable = "avx512f")]
-    fn apply(&self, sums: __m512i) -> __m128i {
-        let acc = _mm512_add_epi32(sums, self.bias);
-        let v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), self.multiplier);
-        let v = _mm512_min_ps(_mm512_max_ps(v, self.lo), self.hi);
-        let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-        _mm512_cvtsepi32_epi8(_mm512_add_epi32(q, self.zero_point))
-    }
-
-    /// The first `dst.len()` (≤ 16) bytes of `v` into `dst`.
-    #[target_feature(enable = "avx512bw,avx512vl")]
-    fn store(&self, v: __m128i, dst: &mut [i8]) {
-        assert!(dst.len() <= LANES);
-        let mask = ((1u32 << dst.len()) - 1) as __mmask16;
-        // SAFETY: the mask writes `dst.len()` bytes.
-        unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr(), mask, v) }
-    }
+    let wsum: i32 = w.iter().map(|&v| v as i32).sum();
+    d.bias[c].wrapping_sub((d.zx + 128) * wsum)
 }
