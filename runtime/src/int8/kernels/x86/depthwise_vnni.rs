@@ -2,7 +2,9 @@
 //! taps of sixteen output columns per instruction into int32 sums, where the f32-exact blocks of
 //! `depthwise` do one tap. On EfficientNet-Lite0's shapes it took the 16 depthwise convolutions
 //! from 1.98 to 1.66 ms here, hot in cache (`kernels::tests::timings`; the wide early planes
-//! gain most, 96×112² stride 2 went from 0.30 to 0.15 ms), and from 2.35 to 2.0 ms in the model.
+//! gain most, 96×112² stride 2 went from 0.30 to 0.15 ms, while 7×7 planes are about 10% slower
+//! alone yet faster in the whole model than sending them to the f32 blocks), and from 2.25 to
+//! 1.92–1.98 ms in the model (`scripts/bench-int8.sh`'s profile).
 //!
 //! - **Quads.** Every padded input row becomes a row of quads: quad `j` of group `q` holds the
 //!   four bytes at padded columns `s·j + 4q ..` as unsigned bytes `u = x + 128` (padding holds
