@@ -150,6 +150,17 @@ impl<'g> Graph<'g> {
         scales.iter().all(|s| s.is_finite() && *s > 0.0).then_some((w, scales))
     }
 
+    /// [`Self::dequantized_weights`] of a `rank`-dimensional weight tensor, one scale per
+    /// output channel (its first dimension).
+    fn dequantized_weights_of_rank(&self, tensor: &str, rank: usize) -> Option<(&'g pb::TensorProto, Vec<f32>)> {
+        let dq = self.produced_by(tensor, "DequantizeLinear")?;
+        let w = *self.inits.get(dq.input.first()?.as_str())?;
+        if w.dims.len() != rank {
+            return None;
+        }
+        self.dequantized_weights(tensor, usize::try_from(w.dims[0]).ok()?)
+    }
+
     /// The bias in accumulator units (`sx · sw[c]`): from an f32 initializer, or from a
     /// DequantizeLinear of int32 (re-expressed in our unit if its scale differs).
     fn bias(&self, tensor: Option<&String>, unit: &[f64]) -> Option<Vec<i32>> {
@@ -236,13 +247,8 @@ fn match_conv(g: &Graph, at: usize) -> Option<Replacement> {
     let (out_q, dropped, bounds) = quantised_output(g, conv.output.first()?)?;
     let q = &g.nodes[out_q];
     let y = g.act_params(q)?;
-    let w_dq = g.produced_by(conv.input.get(1)?, "DequantizeLinear")?;
-    let w_init = *g.inits.get(w_dq.input.first()?.as_str())?;
-    if w_init.dims.len() != 4 {
-        return None;
-    }
-    let channels = usize::try_from(w_init.dims[0]).ok()?;
-    let (w, w_scales) = g.dequantized_weights(conv.input.get(1)?, channels)?;
+    let (w, w_scales) = g.dequantized_weights_of_rank(conv.input.get(1)?, 4)?;
+    let channels = w_scales.len();
     let unit: Vec<f64> = w_scales.iter().map(|&s| x.scale as f64 * s as f64).collect();
     let bias = g.bias(conv.input.get(2), &unit)?;
     let multiplier: Vec<f32> = w_scales.iter().map(|&s| x.scale * s / y.scale).collect();
@@ -340,13 +346,8 @@ fn match_gemm(g: &Graph, at: usize) -> Option<Replacement> {
         // A constant input, or an int8 activation: not the f32-features classifier this is for.
         return None;
     }
-    let w_dq = g.produced_by(gemm.input.get(1)?, "DequantizeLinear")?;
-    let w_init = *g.inits.get(w_dq.input.first()?.as_str())?;
-    if w_init.dims.len() != 2 {
-        return None;
-    }
-    let rows = usize::try_from(w_init.dims[0]).ok()?;
-    let (w, scales) = g.dequantized_weights(gemm.input.get(1)?, rows)?;
+    let (w, scales) = g.dequantized_weights_of_rank(gemm.input.get(1)?, 2)?;
+    let rows = scales.len();
     let bias = match gemm.input.get(2).filter(|b| !b.is_empty()) {
         Some(b) => f32s(g.inits.get(b.as_str())?)?,
         None => vec![0.0; rows],
