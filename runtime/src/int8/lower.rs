@@ -453,9 +453,10 @@ pub fn lower(proto: &mut pb::ModelProto) -> Lowered {
 }
 
 /// Replace every DequantizeLinear of constants (the weights of float ops: a weight-only Conv, a
-/// classifier `Gemm` that [`lower`] did not take) by its f32 result, and return how many. tract 0.23.9 leaves such a node in
-/// the plan and dequantises (and repacks) the weights on every inference: ~5 ms of 30 for Lite0's
-/// classifier on 1 thread here (`kestrel bench --profile`: Cast, OptMulByScalar, OptMatMulPack).
+/// classifier `Gemm` that [`lower`] did not take) by its f32 result, and return how many. tract
+/// 0.23.9 leaves such a node in the plan and dequantises (and repacks) the weights on every
+/// inference: ~5 ms of 30 for Lite0's classifier on 1 thread here (`kestrel bench --profile`:
+/// Cast, OptMulByScalar, OptMatMulPack).
 pub fn fold_constant_dequantize(proto: &mut pb::ModelProto) -> usize {
     let Some(graph) = proto.graph.as_mut() else {
         return 0;

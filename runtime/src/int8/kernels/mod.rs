@@ -22,9 +22,9 @@
 //!   `SMLAL` by lane for weights holding a −128): the Pi's pointwise convolutions. LLVM compiled
 //!   the portable tile to scalar code there. `x86` and `aarch64` are the only modules that may use `unsafe`.
 //!
-//! Depthwise convolutions other than the x86 VNNI ones compute in f32, exactly: every operand is an integer (|x − zx| ≤ 255,
-//! |w| ≤ 128) and a 5×5 window's sum stays below 25·255·128 < 2²², where f32 is exact (up to 128
-//! taps; larger windows take the reference path). The i32 bias is added after conversion back to
+//! Depthwise convolutions other than the x86 VNNI ones compute in f32, exactly: every operand is
+//! an integer (|x − zx| ≤ 255, |w| ≤ 128) and a 5×5 window's sum stays below 25·255·128 < 2²²,
+//! where f32 is exact (up to 128 taps; larger windows take the reference path). The i32 bias is added after conversion back to
 //! i32. This is bit-identical to int32 accumulation, vectorises with plain code, and lets float
 //! models share the same kernel.
 //!

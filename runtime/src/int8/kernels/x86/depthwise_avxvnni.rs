@@ -26,14 +26,9 @@ pub fn avxvnni_available() -> bool {
     super::available() && is_x86_feature_detected!("avxvnni")
 }
 
-/// Strides whose taps fall on whole quads; the others take the f32-exact blocks.
-fn supported(g: &Geometry) -> bool {
-    matches!(g.stride_w, 1 | 2 | 4)
-}
-
 /// With AVX-VNNI: channels `channels` of `d` into `out`.
 pub fn depthwise_channels_avxvnni(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
-    if !supported(d.g) {
+    if !super::depthwise_vnni::takes(d.g) {
         return super::depthwise_channels(d, channels, out);
     }
     // SAFETY: only called after `avxvnni_available()` returned true.

@@ -41,9 +41,15 @@ pub fn available() -> bool {
     super::avx512_available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vbmi")
 }
 
-/// Channels `channels` of `d` into `out`; strides other than 1, 2 and 4 take the f32-exact blocks.
+/// Whether the integer forms (this one and `depthwise_avxvnni`) take `g`: horizontal strides
+/// whose taps fall on whole quads. The others take the f32-exact blocks.
+pub(super) fn takes(g: &Geometry) -> bool {
+    matches!(g.stride_w, 1 | 2 | 4)
+}
+
+/// Channels `channels` of `d` into `out`.
 pub fn depthwise_channels(d: &Depthwise, channels: Range<usize>, out: &mut [i8]) {
-    if !matches!(d.g.stride_w, 1 | 2 | 4) {
+    if !takes(d.g) {
         return super::depthwise_channels_avx512(d, channels, out);
     }
     // SAFETY: only called after `available()` returned true.
