@@ -4,8 +4,8 @@
 //! VBMI's byte permutes and masked loads, rows are first copied into a padded byte plane and
 //! the quads made with `vpshufb`, in one buffer for all groups of taps: quad `j` of a row holds
 //! padded bytes `s·j .. s·j + 4`, so taps `4g ..` of output column `ox` are quad `ox + 4g / s`.
-//! On this machine's shapes it ran 1.2–2.2× faster than the AVX2 f32-exact blocks
-//! (`kernels::tests::timings`).
+//! On Lite0's shapes it ran 1.15–2.1× faster than the AVX2 f32-exact blocks here (two runs of
+//! `kernels::tests::timings`; 2.46 against 3.50–3.53 ms for the 16 layers).
 //!
 //! Blocks are [`ROWS`] output rows × [`LANES`] columns, one accumulator each; rows and columns
 //! past the output read quads the buffer holds (padding) and are dropped.

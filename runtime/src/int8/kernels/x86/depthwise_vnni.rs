@@ -1,10 +1,11 @@
 //! The int8 depthwise convolution in integers with AVX-512 VNNI: `vpdpbusd` multiplies four
 //! taps of sixteen output columns per instruction into int32 sums, where the f32-exact blocks of
-//! `depthwise` do one tap. On EfficientNet-Lite0's shapes it took the 16 depthwise convolutions
-//! from 1.98 to 1.66 ms here, hot in cache (`kernels::tests::timings`; the wide early planes
-//! gain most, 96×112² stride 2 went from 0.30 to 0.15 ms, while 7×7 planes are about 10% slower
-//! alone yet faster in the whole model than sending them to the f32 blocks), and from 2.25 to
-//! 1.92–1.98 ms in the model (`scripts/bench-int8.sh`'s profile).
+//! `depthwise` do one tap. On EfficientNet-Lite0's 16 depthwise convolutions it takes 1.81–1.85
+//! ms against their 2.04–2.07 here, hot in cache (two runs of `kernels::tests::timings`, each
+//! shape's mean of 20 calls, repeated layers counted; the wide early planes gain most, 96×112²
+//! stride 2 0.31 → 0.16 ms, while 7×7 planes are about 10% slower alone yet faster in the whole
+//! model than sending them to the f32 blocks), and 2.25 → 1.92–1.98 ms in the model
+//! (`scripts/bench-int8.sh`'s profile).
 //!
 //! - **Quads.** Every padded input row becomes a row of quads: quad `j` of group `q` holds the
 //!   four bytes at padded columns `s·j + 4q ..` as unsigned bytes `u = x + 128` (padding holds
